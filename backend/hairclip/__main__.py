@@ -1,0 +1,3 @@
+from hairclip.cli import main
+
+raise SystemExit(main())

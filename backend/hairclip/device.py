@@ -1,0 +1,26 @@
+"""Choosing the compute device and the precision that is accurate enough on it."""
+
+from __future__ import annotations
+
+import torch
+
+
+def pick_device(name: str | None = None) -> torch.device:
+    """``auto`` (or None) prefers CUDA, then Apple MPS, then the CPU."""
+    if name and name != "auto":
+        dev = torch.device(name)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"device {name!r} was asked for, but CUDA is not available here")
+        if dev.type == "mps" and not torch.backends.mps.is_available():
+            raise RuntimeError(f"device {name!r} was asked for, but Apple MPS is not available here")
+        return dev
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def inference_dtype(device: torch.device) -> torch.dtype:
+    """fp32 on the CPU (half is slow there); fp16 on CUDA and MPS, as the official code runs CLIP."""
+    return torch.float32 if device.type == "cpu" else torch.float16
