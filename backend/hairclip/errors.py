@@ -1,5 +1,6 @@
-"""The base of every error that is the user's to fix (a missing file, bad input), shown without a traceback."""
+"""Errors that are the user's to fix (a missing file, bad input). They carry a stable ``code`` and a
+``message`` to show as is; the one base class lives in the wire protocol, so the server forwards them."""
 
+from hairclip_shared.protocol import HairclipError
 
-class HairclipError(Exception):
-    """An error with a message written for the person running the tool."""
+__all__ = ["HairclipError"]
