@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+
 from hairclip import weights
 from hairclip.weights import WeightsCorrupt, WeightsDownloadFailed, WeightsMissing, WeightStore
 
@@ -335,8 +336,8 @@ def test_import_takes_good_files_and_rejects_corrupt(store, tmp_path):
 
 def test_packaged_manifest_is_complete_and_honest():
     m = weights.load_manifest()
-    assert list(m) == ["hairclip.pt", "e4e_ffhq_encode.pt", "parsenet.pth", "stylegan2-ffhq-config-f.pt",
-                       "model_ir_se50.pth"]
+    assert list(m) == ["hairclip.pt", "e4e_ffhq_encode.pt", "parsenet.pth", "s3fd-619a316812.pth",
+                       "2DFAN4-11f355bf06.pth.tar", "stylegan2-ffhq-config-f.pt", "model_ir_se50.pth"]
     assert all(e.sha256 and not e.pinned for e in m.values())  # nothing was verified from this machine
     assert m["e4e_ffhq_encode.pt"].size == 1_201_649_680 and m["parsenet.pth"].size == 7_813_380
     assert m["hairclip.pt"].urls == (

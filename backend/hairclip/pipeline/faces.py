@@ -1,0 +1,552 @@
+"""Stage 1: the faces in the user's photo and their 68 landmarks, numbered as dlib numbers them (iBUG 300-W).
+
+The alignment stage uses only the eye centres (points 36-41 and 42-47) and the mouth corners (48, 54).
+Any `FaceDetector` will do; `KnownFaces` replays given faces (tests, landmarks sent by a client) and
+`FanDetector` runs S3FD (boxes) then 2D-FAN-4 (landmarks), the networks published with the face-alignment
+package. The classes below rebuild their exact state-dict layouts, so the published weight files load
+unchanged, but the package itself is not used: it pulls numba, llvmlite, opencv-python and scikit-image
+(about 450 MB installed), and it downloads its weights into the torch hub cache at run time.
+Pre- and post-processing follow face-alignment 1.5.0 number for number; only its final rounding of the
+landmarks to integers is left out.
+
+Coordinates are index coordinates: the centre of pixel (column i, row j) is (i, j), as with dlib.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hairclip.errors import HairclipError
+
+DETECTOR_FILE = "s3fd-619a316812.pth"  # names in the weight store: the published file names
+LANDMARK_FILE = "2DFAN4-11f355bf06.pth.tar"
+
+N_LANDMARKS = 68
+EYE_LEFT, EYE_RIGHT = slice(36, 42), slice(42, 48)  # left/right as seen in the image
+MOUTH_LEFT, MOUTH_RIGHT = 48, 54
+
+# e4e encodes a 256 px crop of an alignment square of side 2*max(2|eye-eye|, 1.8|eye-mouth|) source pixels.
+# Below 128 px that crop is upsampled more than 2x: the encoder then sees blur and the edit is pasted
+# back at a resolution lower than its own detail. 128 px is an eye distance of about 32 px.
+MIN_QUAD_SIDE = 128.0
+
+
+class NoFaceFound(HairclipError):
+    """No face in the photo, in the selection, or at the index that was asked for."""
+
+
+class FaceTooSmall(HairclipError):
+    """The face is too small in the photo to be encoded without heavy upsampling."""
+
+
+class FaceModelError(HairclipError):
+    """A face-detector or landmark weight file is unreadable or has the wrong layout."""
+
+
+# ---------------------------------------------------------------------------------------------- faces
+
+
+@dataclass(frozen=True, eq=False)
+class Face:
+    """One face: 68 landmarks [68, 2] float64 (x, y), its detector box (x0, y0, x1, y1) and the detector's score."""
+
+    landmarks: np.ndarray
+    box: tuple[float, float, float, float]
+    score: float = 1.0
+
+    def __post_init__(self):
+        lm = np.array(self.landmarks, dtype=np.float64)  # a private copy: a Face never changes under its owner
+        if lm.shape != (N_LANDMARKS, 2) or not np.isfinite(lm).all():
+            raise ValueError(f"landmarks must be 68 finite (x, y) points, got shape {lm.shape}")
+        lm.flags.writeable = False
+        object.__setattr__(self, "landmarks", lm)
+        object.__setattr__(self, "box", tuple(float(v) for v in self.box))
+        object.__setattr__(self, "score", float(self.score))
+
+    @property
+    def eyes(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.landmarks[EYE_LEFT].mean(0), self.landmarks[EYE_RIGHT].mean(0)
+
+    @property
+    def mouth(self) -> np.ndarray:
+        return (self.landmarks[MOUTH_LEFT] + self.landmarks[MOUTH_RIGHT]) / 2
+
+    @property
+    def centre(self) -> np.ndarray:
+        """Halfway between the eye midpoint and the mouth midpoint: the points alignment uses, not the box."""
+        e_l, e_r = self.eyes
+        return ((e_l + e_r) / 2 + self.mouth) / 2
+
+    @property
+    def quad_side(self) -> float:
+        """Side in source pixels of the square the FFHQ/e4e alignment cuts out: 2*max(2|d_e|, 1.8|d_m|)."""
+        e_l, e_r = self.eyes
+        d_e, d_m = e_r - e_l, self.mouth - (e_l + e_r) / 2
+        return 2 * max(2.0 * math.hypot(*d_e), 1.8 * math.hypot(*d_m))
+
+
+class FaceDetector(Protocol):
+    def detect(self, image: np.ndarray) -> list[Face]:
+        """All faces in an RGB uint8 image [H, W, 3], in no particular order."""
+        ...
+
+
+class KnownFaces:
+    """A detector that returns the faces it was given: for tests, and for landmarks a client already has."""
+
+    def __init__(self, faces: Sequence[Face]):
+        self.faces = list(faces)
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        _check_image(image)
+        return list(self.faces)
+
+
+# ---------------------------------------------------------------------------------------------- selection
+
+Rect = tuple[float, float, float, float]  # x, y, width, height in pixels, as editors describe selections
+Mode = Literal["all", "largest"] | int
+
+
+def left_to_right(faces: Sequence[Face]) -> list[int]:
+    """Indices of ``faces`` ordered by the x of their centres, then y, then list position: what a user counts."""
+    return sorted(range(len(faces)), key=lambda i: (faces[i].centre[0], faces[i].centre[1]))
+
+
+def in_selection(point: np.ndarray, selection: Rect | np.ndarray) -> bool:
+    """Whether the pixel that contains ``point`` is selected: inside the rectangle's pixels, or True in the mask."""
+    col, row = (math.floor(v + 0.5) for v in point)  # index coordinates: pixel k spans [k - 0.5, k + 0.5)
+    if isinstance(selection, np.ndarray) and selection.ndim == 2:
+        h, w = selection.shape
+        return 0 <= row < h and 0 <= col < w and bool(selection[row, col])
+    x, y, w, h = selection
+    return x <= col < x + w and y <= row < y + h
+
+
+def select_faces(faces: Sequence[Face], mode: Mode = "all", selection: Rect | np.ndarray | None = None, *,
+                 min_side: float = MIN_QUAD_SIDE) -> list[int]:
+    """Indices into ``faces`` of the faces to edit, left to right (see `left_to_right`).
+
+    A face belongs to ``selection`` (a rectangle (x, y, w, h) or a bool mask [H, W]) when its `Face.centre`
+    does. Of those, ``mode`` takes all, the largest (by `Face.quad_side`), or the n-th from the left
+    (0-based). Faces smaller than ``min_side`` are skipped by 'all' and refused when picked singly;
+    `NoFaceFound` or `FaceTooSmall` says which when nothing is left.
+    """
+    order = [i for i in left_to_right(faces) if selection is None or in_selection(faces[i].centre, selection)]
+    where = "in the photo" if selection is None else "inside the selection"
+    if not order:
+        raise NoFaceFound(f"no face was found {where}")
+    if mode == "all":
+        chosen = [i for i in order if faces[i].quad_side >= min_side]
+        if not chosen:
+            raise FaceTooSmall(_too_small(faces[max(order, key=lambda i: faces[i].quad_side)], min_side, len(order)))
+        return chosen
+    if mode == "largest":
+        pick = max(order, key=lambda i: faces[i].quad_side)  # max keeps the leftmost of equals
+    elif isinstance(mode, int | np.integer) and not isinstance(mode, bool):
+        if not 0 <= mode < len(order):
+            raise NoFaceFound(f"face {mode} (counting from 0, left to right) was asked for, "
+                              f"but {len(order)} face(s) were found {where}")
+        pick = order[mode]
+    else:
+        raise ValueError(f"mode must be 'all', 'largest' or a face index, got {mode!r}")
+    if faces[pick].quad_side < min_side:
+        raise FaceTooSmall(_too_small(faces[pick], min_side, 1))
+    return [pick]
+
+
+def _too_small(face: Face, min_side: float, n: int) -> str:
+    which = "the face is" if n == 1 else f"all {n} faces are too small; the largest is"
+    return (f"{which} {face.quad_side:.0f} px across (its alignment square); at least {min_side:.0f} px is needed "
+            "so that the 256 px encoder input is not upsampled more than 2x. Use a higher-resolution photo.")
+
+
+# ---------------------------------------------------------------------------------------------- S3FD
+
+
+class L2Norm(nn.Module):
+    """Per-position L2 normalisation with a learned per-channel scale (ParseNet), so the shallow conv3-5
+    features can feed detection heads next to the much larger-valued deep ones."""
+
+    def __init__(self, channels: int, scale: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.full((channels,), float(scale)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x / (x.pow(2).sum(1, keepdim=True).sqrt() + 1e-10) * self.weight.view(1, -1, 1, 1)
+
+
+class S3FD(nn.Module):
+    """S3FD (Zhang et al. 2017): VGG-16 and six heads at strides 4..128, each cell one square anchor 4x its stride.
+
+    Attribute names are the weight file's keys. fc6 is a 3x3 conv with padding 3 and no dilation, as
+    face-alignment runs the published weights; its maps (and those after) are 2 cells larger on each side.
+    """
+
+    VGG = (("conv1", 3, 64, 2), ("conv2", 64, 128, 2), ("conv3", 128, 256, 3), ("conv4", 256, 512, 3),
+           ("conv5", 512, 512, 3))
+    HEADS = (("conv3_3_norm", 256), ("conv4_3_norm", 512), ("conv5_3_norm", 512), ("fc7", 1024),
+             ("conv6_2", 512), ("conv7_2", 256))
+
+    def __init__(self):
+        super().__init__()
+        for stage, cin, cout, n in self.VGG:
+            for i in range(n):
+                self.add_module(f"{stage}_{i + 1}", nn.Conv2d(cin if i == 0 else cout, cout, 3, padding=1))
+        self.fc6 = nn.Conv2d(512, 1024, 3, padding=3)
+        self.fc7 = nn.Conv2d(1024, 1024, 1)
+        self.conv6_1, self.conv6_2 = nn.Conv2d(1024, 256, 1), nn.Conv2d(256, 512, 3, stride=2, padding=1)
+        self.conv7_1, self.conv7_2 = nn.Conv2d(512, 128, 1), nn.Conv2d(128, 256, 3, stride=2, padding=1)
+        self.conv3_3_norm, self.conv4_3_norm, self.conv5_3_norm = L2Norm(256, 10), L2Norm(512, 8), L2Norm(512, 5)
+        for k, (name, ch) in enumerate(self.HEADS):
+            # the finest head scores 3 background classes ("max-out"), so tiny anchors are not swamped by false hits
+            self.add_module(f"{name}_mbox_conf", nn.Conv2d(ch, 4 if k == 0 else 2, 3, padding=1))
+            self.add_module(f"{name}_mbox_loc", nn.Conv2d(ch, 4, 3, padding=1))
+
+    def forward(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """BGR minus the VGG means [B, 3, H, W] -> per head (class logits [B, 2, h, w], box offsets [B, 4, h, w])."""
+        feats = []
+        for stage, _, _, n in self.VGG:
+            for i in range(n):
+                x = F.relu(getattr(self, f"{stage}_{i + 1}")(x))
+            if stage in ("conv3", "conv4", "conv5"):
+                feats.append(x)
+            x = F.max_pool2d(x, 2, 2)
+        x = F.relu(self.fc7(F.relu(self.fc6(x))))
+        feats.append(x)
+        x = F.relu(self.conv6_2(F.relu(self.conv6_1(x))))
+        feats.append(x)
+        feats.append(F.relu(self.conv7_2(F.relu(self.conv7_1(x)))))
+        feats[:3] = [self.conv3_3_norm(feats[0]), self.conv4_3_norm(feats[1]), self.conv5_3_norm(feats[2])]
+        out = [(getattr(self, f"{name}_mbox_conf")(f), getattr(self, f"{name}_mbox_loc")(f))
+               for (name, _), f in zip(self.HEADS, feats, strict=True)]
+        conf, loc = out[0]
+        out[0] = (torch.cat([conf[:, :3].amax(1, keepdim=True), conf[:, 3:]], 1), loc)
+        return out
+
+
+S3FD_MEAN_BGR = (104.0, 117.0, 123.0)
+S3FD_CANDIDATE = 0.05  # face probability for a cell to be decoded at all
+S3FD_NMS_IOU = 0.3
+S3FD_VARIANCES = (0.1, 0.2)
+
+
+def decode_boxes(heads: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> np.ndarray:
+    """S3FD head outputs (batch 1) -> candidate boxes [N, 5] (x0, y0, x1, y1, p_face), in input pixels.
+
+    Cell (i, j) of head k has an anchor of side 4*s centred on ((j + 0.5) s, (i + 0.5) s), s = 4 * 2**k; the
+    offsets move its centre by 0.1 * offset * side and scale its sides by exp(0.2 * offset) (SSD encoding).
+    """
+    rows = []
+    for k, (conf, loc) in enumerate(heads):
+        stride = 4.0 * 2**k
+        p = conf.float().softmax(1)[0, 1].cpu().numpy()
+        ii, jj = np.nonzero(p > S3FD_CANDIDATE)
+        off = loc[0].float().cpu().numpy()[:, ii, jj].T.astype(np.float64)
+        side = 4 * stride
+        centre = (np.stack([jj, ii], 1) + 0.5) * stride + off[:, :2] * S3FD_VARIANCES[0] * side
+        half = side * np.exp(off[:, 2:] * S3FD_VARIANCES[1]) / 2
+        rows.append(np.concatenate([centre - half, centre + half, p[ii, jj, None]], 1))
+    return np.concatenate(rows, 0) if rows else np.zeros((0, 5))
+
+
+def nms(dets: np.ndarray, iou: float = S3FD_NMS_IOU) -> list[int]:
+    """Greedy non-maximum suppression, highest score first; areas count pixels inclusively (w + 1) as S3FD's does.
+
+    Saturated scores (exactly 1.0) are common, so ties are broken as face-alignment breaks them (numpy's default
+    sort, reversed): the same boxes survive.
+    """
+    x0, y0, x1, y1, score = dets.T
+    area = (x1 - x0 + 1) * (y1 - y0 + 1)
+    order, keep = np.argsort(score)[::-1], []
+    while order.size:
+        i, rest = order[0], order[1:]
+        keep.append(int(i))
+        iw = np.maximum(0.0, np.minimum(x1[i], x1[rest]) - np.maximum(x0[i], x0[rest]) + 1)
+        ih = np.maximum(0.0, np.minimum(y1[i], y1[rest]) - np.maximum(y0[i], y0[rest]) + 1)
+        inter = iw * ih
+        order = rest[inter / (area[i] + area[rest] - inter) <= iou]
+    return keep
+
+
+# ---------------------------------------------------------------------------------------------- FAN
+
+
+class ConvBlock(nn.Module):
+    """FAN's residual block: three pre-activated 3x3 convs of out/2, out/4, out/4 channels, concatenated
+    (multi-scale receptive fields at a third of the cost), plus the input, projected if the width changes."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.bn1, self.conv1 = nn.BatchNorm2d(cin), nn.Conv2d(cin, cout // 2, 3, padding=1, bias=False)
+        self.bn2, self.conv2 = nn.BatchNorm2d(cout // 2), nn.Conv2d(cout // 2, cout // 4, 3, padding=1, bias=False)
+        self.bn3, self.conv3 = nn.BatchNorm2d(cout // 4), nn.Conv2d(cout // 4, cout // 4, 3, padding=1, bias=False)
+        self.downsample = (nn.Sequential(nn.BatchNorm2d(cin), nn.ReLU(), nn.Conv2d(cin, cout, 1, bias=False))
+                           if cin != cout else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.conv1(F.relu(self.bn1(x)))
+        b = self.conv2(F.relu(self.bn2(a)))
+        c = self.conv3(F.relu(self.bn3(b)))
+        return torch.cat([a, b, c], 1) + (x if self.downsample is None else self.downsample(x))
+
+
+class HourGlass(nn.Module):
+    """At each of ``depth`` levels: a full-resolution branch b1, and b2 at half resolution, the next level
+    (or b2_plus at the bottom), b3, upsampled x2 and added. Module names are the weight file's."""
+
+    def __init__(self, depth: int, ch: int):
+        super().__init__()
+        self.depth = depth
+        for level in range(depth, 0, -1):  # registered outside-in, as the file lists them
+            self.add_module(f"b1_{level}", ConvBlock(ch, ch))
+            self.add_module(f"b2_{level}", ConvBlock(ch, ch))
+        self.b2_plus_1 = ConvBlock(ch, ch)
+        for level in range(1, depth + 1):
+            self.add_module(f"b3_{level}", ConvBlock(ch, ch))
+
+    def _level(self, level: int, x: torch.Tensor) -> torch.Tensor:
+        low = getattr(self, f"b2_{level}")(F.avg_pool2d(x, 2, 2))
+        low = self._level(level - 1, low) if level > 1 else self.b2_plus_1(low)
+        low = getattr(self, f"b3_{level}")(low)
+        return getattr(self, f"b1_{level}")(x) + F.interpolate(low, scale_factor=2.0, mode="nearest")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._level(self.depth, x)
+
+
+class FAN(nn.Module):
+    """Face Alignment Network (Bulat & Tzimiropoulos 2017): a stem to 64x64x256, then ``stacks`` hourglasses,
+    each predicting 68 heatmaps that (except the last) are fed back into the next one. 2D-FAN-4 has 4."""
+
+    def __init__(self, stacks: int = 4):
+        super().__init__()
+        self.stacks = stacks
+        self.conv1, self.bn1 = nn.Conv2d(3, 64, 7, stride=2, padding=3), nn.BatchNorm2d(64)
+        self.conv2, self.conv3, self.conv4 = ConvBlock(64, 128), ConvBlock(128, 128), ConvBlock(128, 256)
+        for i in range(stacks):
+            self.add_module(f"m{i}", HourGlass(4, 256))
+            self.add_module(f"top_m_{i}", ConvBlock(256, 256))
+            self.add_module(f"conv_last{i}", nn.Conv2d(256, 256, 1))
+            self.add_module(f"bn_end{i}", nn.BatchNorm2d(256))
+            self.add_module(f"l{i}", nn.Conv2d(256, N_LANDMARKS, 1))
+            if i < stacks - 1:
+                self.add_module(f"bl{i}", nn.Conv2d(256, 256, 1))
+                self.add_module(f"al{i}", nn.Conv2d(N_LANDMARKS, 256, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """RGB in [0, 1] [B, 3, 256, 256] -> the last stack's heatmaps [B, 68, 64, 64]."""
+        x = F.avg_pool2d(self.conv2(F.relu(self.bn1(self.conv1(x)))), 2, 2)
+        x = self.conv4(self.conv3(x))
+        for i in range(self.stacks):
+            y = getattr(self, f"top_m_{i}")(getattr(self, f"m{i}")(x))
+            y = F.relu(getattr(self, f"bn_end{i}")(getattr(self, f"conv_last{i}")(y)))
+            heat = getattr(self, f"l{i}")(y)
+            if i < self.stacks - 1:
+                x = x + getattr(self, f"bl{i}")(y) + getattr(self, f"al{i}")(heat)
+        return heat
+
+
+def _mirror_order() -> list[int]:
+    """For each landmark, the index of its mirror image under a left-right flip (iBUG 300-W numbering)."""
+    m = list(range(N_LANDMARKS))
+    for a, b in ((0, 16), (17, 26), (31, 35), (48, 54), (55, 59), (60, 64), (65, 67)):
+        m[a:b + 1] = range(b, a - 1, -1)
+    m[36:48] = [45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40]  # eye corners and lids
+    return m
+
+
+MIRROR = _mirror_order()
+FAN_INPUT, FAN_HEATMAP = 256, 64
+FAN_REFERENCE_SCALE = 195.0  # box width + height that maps to scale 1, i.e. a 200 px crop
+FAN_CENTRE_SHIFT = 0.12  # the crop centre sits this fraction of the box height above the box centre
+
+
+def crop_frame(box: Sequence[float]) -> tuple[np.ndarray, float]:
+    """The FAN crop for a detector box: its centre (x, y) and side ``h`` in source pixels (200 * scale)."""
+    x0, y0, x1, y1 = box[:4]
+    centre = np.array([(x0 + x1) / 2, (y0 + y1) / 2 - (y1 - y0) * FAN_CENTRE_SHIFT])
+    return centre, 200.0 * ((x1 - x0) + (y1 - y0)) / FAN_REFERENCE_SCALE
+
+
+def crop_face(image: np.ndarray, centre: np.ndarray, side: float) -> np.ndarray:
+    """The square around ``centre`` resized to 256 x 256 uint8 RGB; outside the photo is black.
+
+    Source pixels trunc(c + (1/256 - 1/2) side) .. trunc(c + side/2) - 1 are cut out, then resized bilinearly
+    (half-pixel centres, no antialiasing), as face-alignment does with OpenCV.
+    """
+    ul = np.trunc(centre + (1.0 / FAN_INPUT - 0.5) * side).astype(int)
+    br = np.trunc(centre + 0.5 * side).astype(int)
+    (w, h), (iw, ih) = br - ul, (image.shape[1], image.shape[0])
+    out = np.zeros((h, w, 3), np.uint8)
+    xa, xb, ya, yb = max(ul[0], 0), min(br[0], iw), max(ul[1], 0), min(br[1], ih)
+    if xa < xb and ya < yb:
+        out[ya - ul[1]:yb - ul[1], xa - ul[0]:xb - ul[0]] = image[ya:yb, xa:xb]
+    t = torch.from_numpy(out).permute(2, 0, 1)[None].float()
+    t = F.interpolate(t, size=(FAN_INPUT, FAN_INPUT), mode="bilinear", align_corners=False)
+    return t[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def heatmap_points(heat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Heatmaps [B, 68, 64, 64] -> peaks in heatmap pixels [B, 68, 2] (x, y) and peak values [B, 68].
+
+    The argmax is moved a quarter cell towards the larger neighbour (away from the border), then the
+    face-alignment convention puts the peak of cell j at j + 0.5.
+    """
+    b, n, hh, ww = heat.shape
+    flat = heat.reshape(b, n, hh * ww)
+    idx = flat.argmax(-1)
+    score = np.take_along_axis(flat, idx[..., None], -1)[..., 0]
+    x, y = idx % ww, idx // ww
+    pts = np.stack([x, y], -1).astype(np.float64)
+    inner = (x > 0) & (x < ww - 1) & (y > 0) & (y < hh - 1)
+    bi, ni = np.nonzero(inner)
+    xi, yi = x[bi, ni], y[bi, ni]
+    dx = heat[bi, ni, yi, xi + 1] - heat[bi, ni, yi, xi - 1]
+    dy = heat[bi, ni, yi + 1, xi] - heat[bi, ni, yi - 1, xi]
+    pts[bi, ni] += 0.25 * np.sign(np.stack([dx, dy], -1))
+    return pts + 0.5, score
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def _read_state(path: str | Path) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise FaceModelError(f"{path}: no such file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for truncated or foreign files
+        raise FaceModelError(f"{path.name}: cannot be read as a PyTorch state dict ({exc})") from exc
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise FaceModelError(f"{path.name}: expected a bare state dict of tensors")
+    return state
+
+
+def _adopt(net: nn.Module, state: dict[str, torch.Tensor], file: str) -> nn.Module:
+    """Load ``state`` into ``net`` (built on the meta device) after a strict check of keys and shapes.
+
+    Files saved before PyTorch 0.4.1 have no BatchNorm ``num_batches_tracked``; it is unused in eval.
+    """
+    expected = net.state_dict()
+    state = {k: torch.zeros((), dtype=torch.long) for k in expected if k.endswith("num_batches_tracked")} | state
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [f"{k} {list(state[k].shape)} != {list(v.shape)}" for k, v in expected.items()
+             if k in state and state[k].shape != v.shape]
+    if missing or unexpected or wrong:
+        parts = [f"{what} ({len(ks)}): {', '.join(ks[:8])}{' …' if len(ks) > 8 else ''}"
+                 for what, ks in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if ks]
+        raise FaceModelError(f"{file}: not a {type(net).__name__} weight file; " + "; ".join(parts))
+    net.load_state_dict(state, strict=True, assign=True)
+    return net.float().eval()
+
+
+def load_s3fd(path: str | Path) -> S3FD:
+    """The S3FD detector from its published state dict (``s3fd-619a316812.pth``), on the CPU."""
+    state = _read_state(path)
+    with torch.device("meta"):
+        net = S3FD()
+    return _adopt(net, state, Path(path).name)
+
+
+def load_fan(path: str | Path) -> FAN:
+    """2D-FAN from its published state dict (``2DFAN4-11f355bf06.pth.tar``), on the CPU.
+
+    The number of stacked hourglasses is read from the keys (m0., m1., ...); the published file has 4.
+    """
+    state = _read_state(path)
+    prefixes, stacks = {k.split(".")[0] for k in state}, 0
+    while f"m{stacks}" in prefixes:
+        stacks += 1
+    if stacks == 0:
+        raise FaceModelError(f"{Path(path).name}: not a FAN weight file (no hourglass 'm0.*' keys)")
+    with torch.device("meta"):
+        net = FAN(stacks)
+    return _adopt(net, state, Path(path).name)
+
+
+# ---------------------------------------------------------------------------------------------- detector
+
+
+def _check_image(image: np.ndarray) -> None:
+    if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3):
+        got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+        raise ValueError(f"expected an RGB uint8 image [H, W, 3], got {got}")
+
+
+class FanDetector:
+    """S3FD finds face boxes, 2D-FAN-4 puts 68 landmarks in each. Weights come from local files only.
+
+    ``max_side``: photos are shrunk to this longest side for box detection only (S3FD is a VGG-16 at full
+    resolution: a 24 MP photo would need tens of GB); landmarks are found in the full-resolution photo.
+    Faces under about 16 px at the shrunk size are missed, far below `MIN_QUAD_SIDE` at 1024.
+    ``flip``: average the heatmaps of the crop and its mirror image, face-alignment's default.
+    """
+
+    def __init__(self, detector_path: str | Path, landmark_path: str | Path, device: str | torch.device = "cpu", *,
+                 max_side: int = 1024, threshold: float = 0.5, flip: bool = True, batch: int = 8):
+        self.device = torch.device(device)
+        self.s3fd = load_s3fd(detector_path).to(self.device)
+        self.fan = load_fan(landmark_path).to(self.device)
+        self.max_side, self.threshold, self.flip, self.batch = max_side, threshold, flip, batch
+
+    @classmethod
+    def from_store(cls, device: str | torch.device = "cpu", store=None, download: bool = False,
+                   **kwargs) -> FanDetector:
+        """Both networks from the weight store (``DETECTOR_FILE``, ``LANDMARK_FILE``), checked against the manifest."""
+        from hairclip.weights import WeightStore
+
+        store = store or WeightStore()
+        return cls(store.resolve(DETECTOR_FILE, download=download), store.resolve(LANDMARK_FILE, download=download),
+                   device, **kwargs)
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        return self.landmarks(image, self.boxes(image))
+
+    @torch.inference_mode()
+    def boxes(self, image: np.ndarray) -> np.ndarray:
+        """Face boxes [N, 5] (x0, y0, x1, y1, score) in the photo's pixels, best first, score > ``threshold``."""
+        _check_image(image)
+        h, w = image.shape[:2]
+        x = torch.tensor(image).permute(2, 0, 1)[None].float()
+        f = min(1.0, self.max_side / max(h, w))
+        if f < 1:  # shrink on the CPU: antialiased resize is not on every device
+            x = F.interpolate(x, size=(max(1, round(h * f)), max(1, round(w * f))), mode="bilinear",
+                              align_corners=False, antialias=True)
+        sx, sy = w / x.shape[3], h / x.shape[2]
+        x = x.flip(1) - torch.tensor(S3FD_MEAN_BGR).view(1, 3, 1, 1)  # the Caffe VGG's BGR mean subtraction
+        dets = decode_boxes(self.s3fd(x.to(self.device)))
+        dets = dets[nms(dets)] if len(dets) else dets
+        dets = dets[dets[:, 4] > self.threshold]
+        return dets * np.array([sx, sy, sx, sy, 1.0])  # corner coordinates scale with the image size
+
+    @torch.inference_mode()
+    def landmarks(self, image: np.ndarray, boxes: np.ndarray | Sequence[Sequence[float]]) -> list[Face]:
+        """A `Face` for each box (x0, y0, x1, y1[, score]): also usable with boxes drawn by the user."""
+        _check_image(image)
+        boxes = np.atleast_2d(np.asarray(boxes, dtype=np.float64)) if len(boxes) else np.zeros((0, 4))
+        faces = []
+        for start in range(0, len(boxes), self.batch):
+            chunk = boxes[start:start + self.batch]
+            frames = [crop_frame(b) for b in chunk]
+            crops = np.stack([crop_face(image, c, s) for c, s in frames])
+            x = torch.from_numpy(crops).permute(0, 3, 1, 2).to(self.device).float() / 255.0
+            heat = self.fan(x)
+            if self.flip:
+                heat = heat + self.fan(x.flip(3))[:, MIRROR].flip(3)
+            pts, _ = heatmap_points(heat.float().cpu().numpy())
+            for b, (centre, side), p in zip(chunk, frames, pts, strict=True):
+                lm = (p / FAN_HEATMAP - 0.5) * side + centre  # heatmap cells back to source pixels
+                faces.append(Face(lm, tuple(b[:4]), float(b[4]) if len(b) > 4 else 1.0))
+        return faces
