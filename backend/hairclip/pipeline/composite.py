@@ -1,0 +1,172 @@
+"""Stage 7, geometry and compositing: the edited aligned face back onto the photo as an RGBA layer.
+
+The aligned S x S frame is inverse-mapped per photo pixel, only inside the face square's bounding box.
+The layer carries the photo's own colours wherever its alpha is 0, so laying it over the photo gives the
+photo back byte for byte outside the edit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .align import FaceTransform
+
+# Edit-mask margins for a 1024 frame (scale with S): the union of old and new hair stays fully opaque
+# DILATE px beyond itself, then fades to 0 over FEATHER px, so e4e's imperfect reconstruction of the
+# surroundings only shows in a thin blended band.
+DILATE_1024 = 12
+FEATHER_1024 = 24
+
+Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in photo pixels, end exclusive
+
+
+def face_box(transform: FaceTransform, photo_hw: tuple[int, int]) -> Box:
+    """Photo pixels the face square can touch (plus one for the bilinear fringe), clipped to the photo."""
+    h, w = photo_hw
+    cs = transform.corners()
+    x0, y0 = (max(math.floor(v), 0) for v in cs.min(axis=0))
+    x1, y1 = min(math.ceil(cs[:, 0].max()) + 1, w), min(math.ceil(cs[:, 1].max()) + 1, h)
+    return x0, y0, max(x1, x0), max(y1, y0)
+
+
+def warp_to_photo(img: torch.Tensor, transform: FaceTransform, photo_hw: tuple[int, int],
+                  padding_mode: str = "border", antialias: bool = True) -> tuple[torch.Tensor, Box]:
+    """[C, S, S] aligned image -> ([C, h, w] on the photo's ``face_box``, the box).
+
+    Sampling is bilinear at the exact inverse map. Where the square is smaller on the photo than S the
+    frame is first reduced with a triangle filter to about one photo pixel per pixel; the normalised
+    (align_corners=False) coordinates are the same in every frame size, so the reduction keeps the geometry.
+    """
+    c, s, s2 = img.shape
+    if s != s2:
+        raise ValueError(f"expected a square aligned frame, got {tuple(img.shape)}")
+    box = x0, y0, x1, y1 = face_box(transform, photo_hw)
+    src = img[None].float()
+    if x1 <= x0 or y1 <= y0:
+        return src.new_zeros((c, y1 - y0, x1 - x0)), box
+
+    if antialias:
+        m = transform.affine(s)
+        scale = np.hypot(m[0, :2], m[1, :2])  # photo pixels per aligned pixel along u and v
+        if scale.min() < 1.0:
+            size = [min(s, math.ceil(s * float(scale[1]))), min(s, math.ceil(s * float(scale[0])))]
+            src = F.interpolate(src, size=size, mode="bilinear", antialias=True, align_corners=False)
+
+    # Photo index -> aligned index of the S frame -> grid_sample's [-1, 1] (pixel edges at +-1).
+    inv = transform.inverse_affine(s)
+    norm = inv * (2.0 / s)
+    norm[:, 2] += 1.0 / s - 1.0
+    dtype = torch.float32 if img.device.type == "mps" else torch.float64  # MPS has no float64
+    coef = torch.as_tensor(norm, dtype=dtype, device=img.device)
+    xs = torch.arange(x0, x1, dtype=dtype, device=img.device)[None, :]
+    ys = torch.arange(y0, y1, dtype=dtype, device=img.device)[:, None]
+    grid = torch.stack([coef[i, 0] * xs + coef[i, 1] * ys + coef[i, 2] for i in range(2)], dim=-1)
+    out = F.grid_sample(src, grid[None].float(), mode="bilinear", padding_mode=padding_mode,
+                        align_corners=False)
+    return out[0], box
+
+
+def edit_mask(hair_before: torch.Tensor, hair_after: torch.Tensor, dilate_px: int = DILATE_1024,
+              feather_px: int = FEATHER_1024) -> torch.Tensor:
+    """Where the edit shows, [S, S] float32 in [0, 1]: old hair | new hair, grown, with a soft edge.
+
+    Old hair must go too (a shorter style uncovers background), hence the union. The growth is a square
+    (separable max filter); the edge is two box blurs of radius ``feather_px // 4``, a tent of total width
+    about ``feather_px`` that starts ``dilate_px`` out, so the union itself keeps exactly 1.
+    """
+    m = (hair_before.bool() | hair_after.bool()).float()[None, None]
+    r = feather_px // 4
+    grow = dilate_px + 2 * r
+    if grow > 0:
+        k = 2 * grow + 1
+        m = F.max_pool2d(m, (1, k), stride=1, padding=(0, grow))
+        m = F.max_pool2d(m, (k, 1), stride=1, padding=(grow, 0))
+    for _ in range(2 if r > 0 else 0):
+        # Replicate at the frame edge: hair cut by the square must stay opaque up to its border.
+        m = F.avg_pool2d(F.pad(m, (r, r, 0, 0), mode="replicate"), (1, 2 * r + 1), stride=1)
+        m = F.avg_pool2d(F.pad(m, (0, 0, r, r), mode="replicate"), (2 * r + 1, 1), stride=1)
+    return m[0, 0].clamp_(0.0, 1.0)
+
+
+def restrict_to_photo(mask: torch.Tensor, transform: FaceTransform) -> torch.Tensor:
+    """Zero an aligned [S, S] mask where the square lay off the photo (e4e's synthetic padding).
+
+    An apron of two photo pixels (two aligned pixels where those are larger) is kept: only the warp's
+    filter footprint reaches there from the photo, and cutting it would fade the photo's own edge pixels.
+    """
+    s = mask.shape[-1]
+    apron = 2.0 * max(1.0, transform.photo_scale(s))
+    inside = torch.from_numpy(transform.inside(s, apron)).to(mask.device)
+    return mask * inside
+
+
+def warp_face(edited: torch.Tensor, mask: torch.Tensor, transform: FaceTransform,
+              photo_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, Box]:
+    """Edited [3, S, S] in [0, 1] and its edit mask [S, S] -> (rgb [3, h, w], alpha [h, w], box) on the photo."""
+    rgb, box = warp_to_photo(edited, transform, photo_hw, padding_mode="border")
+    alpha, _ = warp_to_photo(restrict_to_photo(mask, transform)[None], transform, photo_hw,
+                             padding_mode="zeros")
+    return rgb.clamp(0.0, 1.0), alpha[0].clamp(0.0, 1.0), box
+
+
+def _as_numpy(a: torch.Tensor | np.ndarray) -> np.ndarray:
+    if isinstance(a, torch.Tensor):
+        a = a.detach().to("cpu", torch.float32).numpy()
+    return np.asarray(a, dtype=np.float32)
+
+
+def _quantise(v: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    v = np.clip(v, 0.0, 1.0)
+    if dtype == np.uint8:
+        return np.rint(v * 255.0).astype(np.uint8)
+    if dtype == np.uint16:
+        return np.rint(v * 65535.0).astype(np.uint16)
+    return v.astype(dtype)
+
+
+def compose_layer(photo: np.ndarray, faces: Sequence[tuple[torch.Tensor | np.ndarray,
+                                                           torch.Tensor | np.ndarray, Box]]) -> np.ndarray:
+    """The edit as an [H, W, 4] layer in the photo's dtype (uint8, uint16 or float in [0, 1]).
+
+    ``faces`` holds (rgb [3, h, w] in [0, 1], alpha [h, w], box) from ``warp_face``. Alpha is the largest
+    face alpha; where faces overlap the colour is their alpha-weighted mean, so there is no seam where
+    one mask overtakes the other. Wherever the quantised alpha is 0 the colour is the photo's own.
+    """
+    photo = np.asarray(photo)
+    if photo.ndim != 3 or photo.shape[2] not in (3, 4):
+        raise ValueError(f"expected an [H, W, 3|4] photo, got shape {photo.shape}")
+    if photo.dtype not in (np.uint8, np.uint16) and not np.issubdtype(photo.dtype, np.floating):
+        raise ValueError(f"unsupported photo dtype {photo.dtype}")
+    h, w = photo.shape[:2]
+    layer = np.zeros((h, w, 4), photo.dtype)
+    layer[..., :3] = photo[..., :3]
+    faces = [(_as_numpy(rgb).transpose(1, 2, 0), _as_numpy(alpha).reshape(rgb.shape[-2:]), box)
+             for rgb, alpha, box in faces]
+    for _, _, (x0, y0, x1, y1) in faces:
+        if x1 <= x0 or y1 <= y0:
+            continue
+        # Each face's box is settled with every face that overlaps it; shared pixels come out the same.
+        top = np.zeros((y1 - y0, x1 - x0), np.float32)
+        weight = np.zeros_like(top)
+        colour = np.zeros((y1 - y0, x1 - x0, 3), np.float32)
+        for rgb, alpha, (u0, v0, u1, v1) in faces:
+            ix0, iy0, ix1, iy1 = max(x0, u0), max(y0, v0), min(x1, u1), min(y1, v1)
+            if ix1 <= ix0 or iy1 <= iy0:
+                continue
+            here = np.s_[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0]
+            a = np.clip(alpha[iy0 - v0:iy1 - v0, ix0 - u0:ix1 - u0], 0.0, 1.0)
+            np.maximum(top[here], a, out=top[here])
+            weight[here] += a
+            colour[here] += a[..., None] * rgb[iy0 - v0:iy1 - v0, ix0 - u0:ix1 - u0]
+        a_q = _quantise(top, photo.dtype)
+        c_q = _quantise(colour / np.maximum(weight, 1e-12)[..., None], photo.dtype)
+        keep = a_q == 0
+        c_q[keep] = photo[y0:y1, x0:x1, :3][keep]
+        layer[y0:y1, x0:x1, :3] = c_q
+        layer[y0:y1, x0:x1, 3] = a_q
+    return layer
