@@ -23,13 +23,13 @@ INPUT_SIZE = 256
 class GradualStyleBlock(nn.Module):
     """Stride-2 3x3 convs with LeakyReLU(0.01) from ``spatial``^2 down to 1x1, then an EqualLinear."""
 
-    def __init__(self, in_c: int, out_c: int, spatial: int):
+    def __init__(self, in_c: int, out_c: int, spatial: int, style_dim: int | None = None):
         super().__init__()
         layers: list[nn.Module] = []
         for i in range(int(math.log2(spatial))):
             layers += [nn.Conv2d(in_c if i == 0 else out_c, out_c, 3, 2, 1), nn.LeakyReLU()]
         self.convs = nn.Sequential(*layers)
-        self.linear = EqualLinear(out_c, out_c)
+        self.linear = EqualLinear(out_c, style_dim or out_c)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(self.convs(x).flatten(1))
@@ -47,14 +47,15 @@ class Encoder4Editing(nn.Module):
     ``progressive_stage`` k (training) keeps w0 and the deltas of layers 1..k; the others repeat w0.
 
     ``units`` and ``width_div`` are test-only size knobs (see ``hairclip.nets.irse``); ``width_div`` also
-    divides the style width, so codes are [B, n_styles, 512 // width_div].
+    divides the style width, so codes are [B, n_styles, 512 // width_div], unless ``style_dim`` asks for
+    another code width (a tiny encoder that still feeds a 512-wide mapper and generator).
     """
 
     coarse_ind = 3
     middle_ind = 7
 
     def __init__(self, num_layers: int = 50, mode: str = "ir_se", stylegan_size: int = 1024, *,
-                 units: Sequence[int] | None = None, width_div: int = 1):
+                 units: Sequence[int] | None = None, width_div: int = 1, style_dim: int | None = None):
         super().__init__()
         c1, c2, c3 = (d // width_div for d in STAGE_DEPTHS[1:])
         self.n_styles = 2 * int(math.log2(stylegan_size)) - 2
@@ -64,7 +65,7 @@ class Encoder4Editing(nn.Module):
         # stage ends only for 50 layers).
         self.taps = stage_ends(num_layers, units)[1:]
         self.styles = nn.ModuleList(
-            GradualStyleBlock(c3, c3, 16 if i < self.coarse_ind else 32 if i < self.middle_ind else 64)
+            GradualStyleBlock(c3, c3, 16 if i < self.coarse_ind else 32 if i < self.middle_ind else 64, style_dim)
             for i in range(self.n_styles))
         self.latlayer1 = nn.Conv2d(c2, c3, 1)
         self.latlayer2 = nn.Conv2d(c1, c3, 1)

@@ -1,0 +1,233 @@
+"""Reading and writing the official checkpoint files exactly as published.
+
+Every loader checks keys strictly and names the file in its error, so a wrong or damaged download is
+reported as such instead of surfacing later as a shape error deep inside a network.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from clip.model import convert_weights
+from torch import nn
+
+from hairclip.errors import HairclipError
+from hairclip.nets.e4e import Encoder4Editing
+from hairclip.nets.irse import Backbone
+from hairclip.nets.mapper import HairMapper, build_clip
+from hairclip.nets.parsenet import UNet
+from hairclip.nets.stylegan2 import Generator
+
+StateDict = Mapping[str, torch.Tensor]
+
+_LIST_AT_MOST = 12
+
+
+class CheckpointError(HairclipError):
+    """A checkpoint file is unreadable or does not have the layout its loader expects."""
+
+
+def _listing(title: str, items: list[str]) -> str:
+    shown = ", ".join(items[:_LIST_AT_MOST])
+    more = f", … and {len(items) - _LIST_AT_MOST} more" if len(items) > _LIST_AT_MOST else ""
+    return f"\n  {title} ({len(items)}): {shown}{more}"
+
+
+def check_keys(module: nn.Module, state: StateDict, *, file: str, part: str) -> None:
+    """Raise a readable `CheckpointError` unless ``state`` has exactly the module's keys and shapes."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [
+        f"{k} (file {list(state[k].shape)}, model {list(expected[k].shape)})"
+        for k in expected
+        if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
+    ]
+    if missing or unexpected or mismatched:
+        msg = f"{file}: the {part} weights do not match the expected layout"
+        if missing:
+            msg += _listing("missing keys", missing)
+        if unexpected:
+            msg += _listing("unexpected keys", unexpected)
+        if mismatched:
+            msg += _listing("shape mismatches", mismatched)
+        raise CheckpointError(msg)
+
+
+def load_strict(module: nn.Module, state: StateDict, *, file: str, part: str) -> nn.Module:
+    """Check keys and shapes, then copy the tensors in (casting to the module's dtype)."""
+    check_keys(module, state, file=file, part=part)
+    module.load_state_dict(state, strict=True)
+    return module.eval()
+
+
+def build_from_state(factory: Callable[[], nn.Module], state: StateDict, *, file: str, part: str) -> nn.Module:
+    """Build on the meta device and adopt the checkpoint's tensors, skipping a slow random initialisation.
+
+    Only for networks whose every tensor is a parameter or a persistent buffer (the CNNs here).
+    """
+    with torch.device("meta"):
+        module = factory()
+    check_keys(module, state, file=file, part=part)
+    module.load_state_dict(state, strict=True, assign=True)
+    left = [n for n, t in [*module.named_parameters(), *module.named_buffers()] if t.is_meta]
+    if left:
+        raise CheckpointError(f"{file}: the {part} weights leave tensors unset: {', '.join(left[:5])}")
+    return module.float().eval()
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """``torch.load`` with ``weights_only=True``: the published files hold only tensors and plain data."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for truncated or foreign files
+        raise CheckpointError(f"{path.name}: cannot be read as a PyTorch checkpoint ({exc})") from exc
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path.name}: expected a dict at the top level, found {type(data).__name__}")
+    return data
+
+
+def strip_prefix(state: StateDict, prefix: str) -> dict[str, torch.Tensor]:
+    """The entries under ``prefix.``, with the prefix removed."""
+    cut = len(prefix) + 1
+    return {k[cut:]: v for k, v in state.items() if k.startswith(prefix + ".")}
+
+
+def _require(data: Mapping[str, Any], key: str, file: str) -> Any:
+    if key not in data:
+        raise CheckpointError(f"{file}: missing top-level entry {key!r} (found: {', '.join(map(str, data))})")
+    return data[key]
+
+
+def _check_prefixes(state: StateDict, allowed: tuple[str, ...], file: str) -> None:
+    strays = [k for k in state if not k.startswith(tuple(p + "." for p in allowed))]
+    if strays:
+        raise CheckpointError(f"{file}: unexpected keys outside {', '.join(allowed)}" + _listing("keys", strays))
+
+
+@dataclass
+class HairCLIPWeights:
+    """The contents of ``hairclip.pt``: the mapper (with CLIP inside) and the StyleGAN2 decoder."""
+
+    mapper: HairMapper
+    decoder: Generator
+    opts: dict[str, Any] = field(default_factory=dict)
+
+
+def mapper_flags(opts: Mapping[str, Any]) -> dict[str, bool]:
+    """Which sub-mappers the checkpoint was trained with (all three in the published file)."""
+    return {
+        "use_coarse": not opts.get("no_coarse_mapper", False),
+        "use_medium": not opts.get("no_medium_mapper", False),
+        "use_fine": not opts.get("no_fine_mapper", False),
+    }
+
+
+def load_hairclip(path: str | Path) -> HairCLIPWeights:
+    """Load ``hairclip.pt``: ``state_dict`` with ``mapper.*`` and ``decoder.*`` keys, plus ``opts``."""
+    file = Path(path).name
+    data = read_checkpoint(path)
+    state = _require(data, "state_dict", file)
+    opts = dict(data.get("opts") or {})
+    _check_prefixes(state, ("mapper", "decoder"), file)
+    mapper_state = strip_prefix(state, "mapper")
+    clip_state = strip_prefix(mapper_state, "clip_model")
+    if not clip_state:
+        raise CheckpointError(f"{file}: no mapper.clip_model.* weights; CLIP is expected inside the checkpoint")
+    mapper = HairMapper(build_clip(clip_state), **mapper_flags(opts))
+    load_strict(mapper, mapper_state, file=file, part="HairCLIP mapper (mapper.*)")
+    decoder_state = strip_prefix(state, "decoder")
+    size = int(opts.get("stylegan_size", 1024))
+    decoder = build_from_state(lambda: Generator(size, 512, 8, channel_multiplier=2), decoder_state,
+                               file=file, part="StyleGAN2 decoder (decoder.*)")
+    return HairCLIPWeights(mapper=mapper.float(), decoder=decoder, opts=opts)
+
+
+def save_hairclip(path: str | Path, mapper: HairMapper, decoder: Generator, opts: Mapping[str, Any],
+                  *, clip_fp16: bool = True) -> None:
+    """Write a checkpoint in the exact ``hairclip.pt`` layout, so inference loads it unchanged.
+
+    With ``clip_fp16`` CLIP's tensors take the published dtypes, halving their size as in the original.
+    """
+    clip_model = copy.deepcopy(mapper.clip_model).cpu().float()
+    if clip_fp16:
+        convert_weights(clip_model)  # the very conversion the official training ran
+    clip_state = clip_model.state_dict()
+    state: dict[str, torch.Tensor] = {}
+    for k, v in mapper.state_dict().items():  # keep the official key order
+        if k.startswith("clip_model."):
+            state["mapper." + k] = clip_state[k[len("clip_model."):]].detach()
+        else:
+            state["mapper." + k] = v.detach().cpu().float()
+    for k, v in decoder.state_dict().items():
+        state["decoder." + k] = v.detach().cpu().float()
+    tmp = Path(str(path) + ".tmp")
+    torch.save({"state_dict": state, "opts": dict(opts)}, tmp)
+    tmp.replace(path)
+
+
+@dataclass
+class E4EWeights:
+    """The contents of ``e4e_ffhq_encode.pt`` that inversion needs: the encoder and ``latent_avg``."""
+
+    encoder: Encoder4Editing
+    latent_avg: torch.Tensor  # [n_styles, 512]; W+ = encoder(x) + latent_avg
+    opts: dict[str, Any] = field(default_factory=dict)
+
+
+def load_e4e(path: str | Path) -> E4EWeights:
+    """Load ``e4e_ffhq_encode.pt``: ``encoder.*`` and ``decoder.*`` keys, ``latent_avg`` and ``opts``.
+
+    The decoder half is checked key by key but not kept: synthesis uses the decoder of ``hairclip.pt``.
+    """
+    file = Path(path).name
+    data = read_checkpoint(path)
+    state = _require(data, "state_dict", file)
+    opts = dict(data.get("opts") or {})
+    _check_prefixes(state, ("encoder", "decoder"), file)
+    size = int(opts.get("stylegan_size", 1024))
+    encoder = build_from_state(lambda: Encoder4Editing(50, "ir_se", stylegan_size=size),
+                               strip_prefix(state, "encoder"), file=file, part="e4e encoder (encoder.*)")
+    with torch.device("meta"):
+        check_keys(Generator(size, 512, 8, channel_multiplier=2), strip_prefix(state, "decoder"),
+                   file=file, part="StyleGAN2 decoder (decoder.*)")
+    latent_avg = _require(data, "latent_avg", file)
+    n_styles = int(2 * math.log2(size) - 2)
+    if latent_avg.ndim == 1:  # some e4e variants store the [512] mean; W+ repeats it per layer
+        latent_avg = latent_avg.unsqueeze(0).repeat(n_styles, 1)
+    if tuple(latent_avg.shape) != (n_styles, 512):
+        raise CheckpointError(f"{file}: latent_avg has shape {list(latent_avg.shape)}, expected [{n_styles}, 512]")
+    return E4EWeights(encoder=encoder, latent_avg=latent_avg.float(), opts=opts)
+
+
+def load_parsenet(path: str | Path) -> UNet:
+    """Load ``parsenet.pth``: a bare state dict of HairCLIP's 19-class face-parsing U-Net."""
+    file = Path(path).name
+    state = read_checkpoint(path)
+    return build_from_state(UNet, state, file=file, part="face parser")
+
+
+def load_stylegan(path: str | Path, size: int = 1024) -> Generator:
+    """Load rosinality's ``stylegan2-ffhq-config-f.pt`` (``g_ema``), the generator training starts from."""
+    file = Path(path).name
+    data = read_checkpoint(path)
+    state = _require(data, "g_ema", file)
+    return build_from_state(lambda: Generator(size, 512, 8, channel_multiplier=2), state,
+                            file=file, part="StyleGAN2 generator (g_ema)")
+
+
+def load_irse50(path: str | Path) -> Backbone:
+    """Load ``model_ir_se50.pth``: the ArcFace IR-SE50 backbone used by the identity loss."""
+    file = Path(path).name
+    state = read_checkpoint(path)
+    return build_from_state(lambda: Backbone(112, 50, mode="ir_se", drop_ratio=0.6), state,
+                            file=file, part="IR-SE50 backbone")
