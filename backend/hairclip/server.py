@@ -618,13 +618,17 @@ def register_cli(subparsers: argparse._SubParsersAction, engine_factory: EngineF
     p.add_argument("--bind", default=DEFAULT_ENDPOINT, help=f"ZeroMQ endpoint (default {DEFAULT_ENDPOINT})")
     p.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:1, mps")
     p.add_argument("--weights-dir", type=Path, default=None, help="where the model weights are")
-    p.add_argument("--preload", action="store_true", help="load every model before serving")
+    p.add_argument("--preload", action="store_true", help="warm the models up before serving the first job")
+    p.add_argument("--no-download", action="store_true", help="fail instead of fetching missing weights")
+    p.add_argument("--random-tiny", action="store_true",
+                   help="serve small randomly initialised networks instead of the weights: results are noise; "
+                        "for tests and demos of the plug-ins")
     p.add_argument("--keys-dir", type=Path, default=None,
                    help="enable CURVE with the keys `hairclip keys` wrote (needed beyond loopback)")
     p.add_argument("--lease", type=float, default=d.lease_s, help="seconds a silent client keeps its jobs")
     p.add_argument("--max-queue", type=int, default=d.max_queue, help="jobs that may wait; more get 'busy'")
     p.add_argument("--log-level", default="INFO")
-    p.set_defaults(func=lambda args: _cmd_serve(args, engine_factory))
+    p.set_defaults(func=lambda args: _cmd_serve(args, engine_factory or _pipeline_engine))
 
     p = subparsers.add_parser("status", help="show what the running server says about itself")
     p.add_argument("--connect", default=DEFAULT_ENDPOINT)
@@ -638,6 +642,12 @@ def register_cli(subparsers: argparse._SubParsersAction, engine_factory: EngineF
     p.add_argument("--client", default="client", help="name of the client keypair to add")
     p.add_argument("--force", action="store_true", help="replace existing keys")
     p.set_defaults(func=_cmd_keys)
+
+
+def _pipeline_engine(args: argparse.Namespace) -> Engine:
+    from hairclip.engine import make_engine  # torch and the models load here, not at import
+
+    return make_engine(args)
 
 
 def _cmd_serve(args: argparse.Namespace, engine_factory: EngineFactory | None) -> int:

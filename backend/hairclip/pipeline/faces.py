@@ -43,13 +43,19 @@ MIN_QUAD_SIDE = 128.0
 class NoFaceFound(HairclipError):
     """No face in the photo, in the selection, or at the index that was asked for."""
 
+    code = "no_face"
+
 
 class FaceTooSmall(HairclipError):
     """The face is too small in the photo to be encoded without heavy upsampling."""
 
+    code = "face_too_small"
+
 
 class FaceModelError(HairclipError):
     """A face-detector or landmark weight file is unreadable or has the wrong layout."""
+
+    code = "bad_weights"
 
 
 # ---------------------------------------------------------------------------------------------- faces

@@ -1,0 +1,215 @@
+"""``hairclip edit``: edit photos in-process, or on a running server with ``--server`` (no torch import then)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hairclip.errors import HairclipError
+from hairclip.images import composite, load_image, save_image
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp"}
+
+
+@dataclass
+class Outcome:
+    """What one edit produced, whichever way it ran."""
+
+    layer: np.ndarray  # [H,W,4], the photo's dtype
+    boxes: list[tuple[int, int, int, int]]  # x, y, w, h
+    timings: dict[str, float]
+    aligned: list[dict[str, np.ndarray]]  # per face: edited, inversion, aligned, mask (uint8 images)
+
+
+def _faces(value: str) -> str | int:
+    if value in ("all", "largest"):
+        return value
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError("use all, largest or a face number (0 = leftmost)") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError("face numbers start at 0")
+    return n
+
+
+def _rect(value: str) -> tuple[int, int, int, int]:
+    try:
+        x, y, w, h = (int(v) for v in value.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError("a selection is x,y,w,h in pixels") from None
+    return x, y, w, h
+
+
+def _inputs(paths: list[Path]) -> list[Path]:
+    files = []
+    for p in paths:
+        if p.is_dir():
+            files += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            files.append(p)
+    return files
+
+
+class InProcess:
+    """Loads the models once; edits run here."""
+
+    def __init__(self, args: argparse.Namespace):
+        from hairclip.pipeline.editor import HairEditor
+        from hairclip.pipeline.models import Models
+
+        if args.random_tiny:
+            print("warning: random tiny networks: the result is noise (for tests and demos)", file=sys.stderr)
+            models = Models.random_tiny(args.device)
+        else:
+            models = Models.load(args.device, args.weights_dir, download=args.download)
+        self.editor = HairEditor(models)
+
+    def run(self, photo: np.ndarray, args: argparse.Namespace, refs: dict[str, np.ndarray | None]) -> Outcome:
+        from hairclip.pipeline.conditions import Conditions
+        from hairclip.pipeline.editor import EditOptions
+        from hairclip.pipeline.synthesize import to_uint8
+
+        cond = Conditions(hairstyle=args.hairstyle, color=args.color, rgb=args.rgb,
+                          hairstyle_ref=refs["hairstyle"], color_ref=refs["color"])
+        opts = EditOptions(strength=args.strength, faces=args.faces, selection=args.selection,
+                           aligned=args.aligned, return_aligned=bool(args.save_aligned))
+        result = self.editor.edit(photo, cond, opts)
+        aligned = [{"edited": to_uint8(f.edited), "inversion": to_uint8(f.inversion),
+                    "aligned": f.state.aligned.image1024,
+                    "mask": (f.mask.clamp(0, 1) * 255).round().byte().cpu().numpy()}
+                   for f in result.faces] if args.save_aligned else []
+        boxes = [(x0, y0, x1 - x0, y1 - y0) for x0, y0, x1, y1 in result.boxes]
+        return Outcome(result.layer, boxes, result.timings, aligned)
+
+
+class OnServer:
+    """Sends each edit to a running ``hairclip serve``; imports neither torch nor the pipeline."""
+
+    def __init__(self, args: argparse.Namespace):
+        from hairclip_shared.client import Client
+
+        self.client = Client(args.server, timeout=args.timeout)
+        self.client.hello()
+
+    def run(self, photo: np.ndarray, args: argparse.Namespace, refs: dict[str, np.ndarray | None]) -> Outcome:
+        from hairclip.images import from_wire, to_wire
+        from hairclip_shared.protocol import EditRequest
+
+        if args.aligned:
+            raise HairclipError("--aligned is not available with --server yet; run the edit in-process")
+        req = EditRequest(
+            source=to_wire(photo), hairstyle=args.hairstyle, colour=args.color, rgb=args.rgb,
+            hairstyle_ref=to_wire(refs["hairstyle"]) if refs["hairstyle"] is not None else None,
+            colour_ref=to_wire(refs["color"]) if refs["color"] is not None else None,
+            strength=args.strength, faces=args.faces, selection=args.selection,
+            return_aligned=bool(args.save_aligned), preview=False)
+        job = self.client.submit(req)
+        result = job.result(timeout=args.job_timeout)
+        layer = np.array(from_wire(result.layer))
+        aligned = []
+        if args.save_aligned:  # four images per face, in the order the server's meta names
+            order = result.meta.get("aligned_order", [])
+            per_face = len(result.aligned) // max(len(result.faces), 1)
+            for i in range(len(result.faces)):
+                images = result.aligned[i * per_face:(i + 1) * per_face]
+                aligned.append({name: np.array(from_wire(im)) for name, im in zip(order, images, strict=False)})
+        return Outcome(layer, [tuple(f.bbox) for f in result.faces], result.timings, aligned)
+
+
+def _save_aligned(folder: Path, stem: str, outcome: Outcome) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, face in enumerate(outcome.aligned):
+        for name, image in face.items():
+            if image is not None:
+                save_image(folder / f"{stem}_face{i}_{name}.png", image)
+
+
+def _cmd_edit(args: argparse.Namespace) -> int:
+    inputs = _inputs(args.photos)
+    if not inputs:
+        raise HairclipError("no photos to edit")
+    batch = len(inputs) > 1 or args.photos[0].is_dir()
+    if batch and args.output.suffix:
+        raise HairclipError("several photos need an output folder: -o DIR")
+    if not any([args.hairstyle, args.color, args.hairstyle_ref, args.color_ref, args.rgb]):
+        raise HairclipError("nothing to change: give --hairstyle, --color, --rgb or a reference image")
+    refs = {"hairstyle": load_image(args.hairstyle_ref) if args.hairstyle_ref else None,
+            "color": load_image(args.color_ref) if args.color_ref else None}
+    runner = OnServer(args) if args.server else InProcess(args)
+    failures = 0
+    progress = _progress(inputs) if batch else inputs
+    for path in progress:
+        out = args.output / f"{path.stem}_hairclip{path.suffix}" if batch else args.output
+        try:
+            t0 = time.perf_counter()
+            photo = load_image(path)
+            outcome = runner.run(photo, args, refs)
+            save_image(out, composite(photo, outcome.layer))
+            if args.layer:
+                layer_path = args.layer / f"{path.stem}_layer.png" if batch else args.layer
+                save_image(layer_path, outcome.layer)
+            if args.save_aligned:
+                _save_aligned(args.save_aligned, path.stem, outcome)
+            where = ", ".join(f"{x},{y} {w}x{h}" for x, y, w, h in outcome.boxes)
+            _say(f"{path.name}: {len(outcome.boxes)} face(s) edited ({where}) in {time.perf_counter() - t0:.1f} s"
+                 f" -> {out}", batch)
+        except HairclipError as exc:
+            if not batch:
+                raise
+            failures += 1
+            _say(f"{path.name}: {exc.message}", batch)
+    return 1 if failures else 0
+
+
+def _progress(items: list[Path]):
+    from tqdm import tqdm
+
+    return tqdm(items, unit="photo", file=sys.stderr)
+
+
+def _say(text: str, batch: bool) -> None:
+    if batch:
+        from tqdm import tqdm
+
+        tqdm.write(text, file=sys.stderr)
+    else:
+        print(text)
+
+
+def register_cli(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "edit", help="edit the hair in photos",
+        description="Edit the hair of the faces in a photo (or every photo of a folder) and write the result. "
+                    "The output format follows the extension of -o.",
+        epilog="examples:\n  hairclip edit me.jpg -o me_bob.png --hairstyle 'bob cut' --color purple\n"
+               "  hairclip edit photos/ -o out/ --hairstyle-ref star.jpg --server tcp://127.0.0.1:5570",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("photos", nargs="+", type=Path, help="photos or folders of photos")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output file, or folder for several photos")
+    p.add_argument("--hairstyle", help="hairstyle text, e.g. 'bob cut' (the prompt becomes 'bob cut hairstyle')")
+    p.add_argument("--color", "--colour", dest="color", help="colour text, e.g. 'purple' ('purple hair')")
+    p.add_argument("--hairstyle-ref", type=Path, help="photo whose hairstyle to copy")
+    p.add_argument("--color-ref", "--colour-ref", dest="color_ref", type=Path, help="photo whose hair colour to copy")
+    p.add_argument("--rgb", help="hair colour as #RRGGBB")
+    p.add_argument("--strength", type=float, default=1.0,
+                   help="0 = no change, 1 = the official edit (default), up to 2 for a stronger one")
+    p.add_argument("--faces", type=_faces, default="all", help="all (default), largest, or N (0 = leftmost)")
+    p.add_argument("--selection", type=_rect, help="edit only faces inside this rectangle: x,y,w,h")
+    p.add_argument("--aligned", action="store_true", help="the photo is already an FFHQ-aligned face crop")
+    p.add_argument("--save-aligned", type=Path, metavar="DIR",
+                   help="also write the aligned crop, inversion, edit and mask of each face here")
+    p.add_argument("--layer", type=Path, help="also write the RGBA hair layer (file, or folder for several)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    p.add_argument("--weights-dir", type=Path, help="a folder with the official weight files")
+    p.add_argument("--download", action="store_true", help="fetch missing weights first")
+    p.add_argument("--server", metavar="ADDR", help="edit on a running server, e.g. tcp://127.0.0.1:5570")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the server to answer")
+    p.add_argument("--job-timeout", type=float, default=600.0, help="seconds to wait for one edit on the server")
+    p.add_argument("--random-tiny", action="store_true", help=argparse.SUPPRESS)  # tests and demos: noise
+    p.set_defaults(func=_cmd_edit)

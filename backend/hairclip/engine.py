@@ -1,0 +1,120 @@
+"""The server's model engine: protocol requests in, `HairEditor` runs, protocol results out.
+
+Keeps the last results (photo, per-face W+, offsets, hair masks) so that a strength change re-renders
+without inverting or encoding anything.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+import numpy as np
+import torch
+
+from hairclip.images import convert_depth, from_wire, to_wire
+from hairclip.nets.mapper import COLORS, HAIRSTYLES
+from hairclip.pipeline.conditions import Conditions
+from hairclip.pipeline.editor import EditOptions, EditResult, HairEditor
+from hairclip.pipeline.models import Models
+from hairclip.pipeline.synthesize import to_uint8
+from hairclip_shared.protocol import BadRequest, Face, Image, Rect
+from hairclip_shared.protocol import EditResult as WireResult
+
+
+class PipelineEngine:
+    """`hairclip.server.Engine` backed by the real pipeline."""
+
+    def __init__(self, models: Models, keep_jobs: int = 8):
+        self.models = models
+        self.editor = HairEditor(models)
+        self.keep_jobs = keep_jobs
+        self._jobs: OrderedDict[str, tuple[np.ndarray, EditResult, str, str]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._device = _describe(models.device)
+
+    def info(self):
+        from hairclip.server import EngineInfo
+
+        return EngineInfo(device=self._device, models={k: "loaded" for k in self.models.names},
+                          hairstyles=list(HAIRSTYLES), colours=list(COLORS))
+
+    def edit(self, request, ctx) -> WireResult:
+        photo = from_wire(request.source)
+        conditions = Conditions(
+            hairstyle=request.hairstyle, color=request.colour, rgb=request.rgb,
+            hairstyle_ref=_rgb(request.hairstyle_ref), color_ref=_rgb(request.colour_ref))
+        selection = request.selection
+        if isinstance(selection, Rect):
+            selection = (selection.x, selection.y, selection.w, selection.h)
+        elif isinstance(selection, Image):
+            selection = from_wire(selection) > 0
+        options = EditOptions(strength=request.strength, faces=request.faces, selection=selection,
+                              return_aligned=request.return_aligned)
+        result = self.editor.edit(photo, conditions, options, progress=ctx.progress)
+        self._remember(ctx.job_id, photo, result, request.out_channels, request.out_depth)
+        return self._wire(result, request.out_channels, request.out_depth, request.return_aligned)
+
+    def rerender(self, request, ctx) -> WireResult:
+        with self._lock:
+            base = self._jobs.get(request.base)
+        if base is None:
+            raise BadRequest(f"job {request.base!r} is not in the server's cache; run the edit again",
+                             "unknown_job")
+        photo, previous, channels, depth = base
+        result = self.editor.rerender(photo, previous, request.strength, progress=ctx.progress)
+        self._remember(ctx.job_id, photo, result, channels, depth)
+        return self._wire(result, channels, depth, False)
+
+    def _remember(self, job: str, photo: np.ndarray, result: EditResult, channels: str, depth: str) -> None:
+        with self._lock:
+            self._jobs[job] = (photo.copy(), result, channels, depth)  # the frame buffer goes away
+            while len(self._jobs) > self.keep_jobs:
+                self._jobs.popitem(last=False)
+
+    def _wire(self, result: EditResult, channels: str, depth: str, aligned: bool) -> WireResult:
+        faces = [Face((x0, y0, x1 - x0, y1 - y0), True) for x0, y0, x1, y1 in result.boxes]
+        extra = []
+        if aligned:
+            for f in result.faces:
+                extra += [to_wire(to_uint8(f.edited)), to_wire(f.state.aligned.image1024),
+                          to_wire((f.mask.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy(), "A")]
+                if f.inversion is not None:
+                    extra.append(to_wire(to_uint8(f.inversion)))
+        layer = to_wire(convert_depth(result.layer, depth), channels, depth)
+        meta = {"strength": result.strength, "faces_edited": len(result.faces),
+                "aligned_order": ["edited", "aligned", "mask", "inversion"] if aligned else []}
+        return WireResult(layer, faces, result.timings, extra, meta)
+
+    def close(self) -> None:
+        with self._lock:
+            self._jobs.clear()
+
+
+def _rgb(image: Image | None) -> np.ndarray | None:
+    return None if image is None else np.ascontiguousarray(from_wire(image))
+
+
+def _describe(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
+def make_engine(args) -> PipelineEngine:
+    """`hairclip serve`'s engine: the official weights (fetched on first start), or ``--random-tiny`` networks."""
+    import logging
+
+    log = logging.getLogger("hairclip.engine")
+    if getattr(args, "random_tiny", False):
+        log.warning("serving RANDOM TINY networks: every result is noise (for tests and demos only)")
+        models = Models.random_tiny(args.device)
+    else:
+        models = Models.load(args.device, args.weights_dir, download=not getattr(args, "no_download", False))
+    log.info("models on %s: %s", models.device, ", ".join(models.names))
+    engine = PipelineEngine(models)
+    if getattr(args, "preload", False):  # one throw-away synthesis, so the first real edit pays no warm-up
+        from hairclip.pipeline.synthesize import synthesize
+
+        synthesize(models.decoder, models.latent_avg[None])
+    return engine

@@ -1,0 +1,168 @@
+"""Reading and writing photos at their own depth, and compositing a result layer over its photo.
+
+Pillow reads most formats but turns 16-bit colour PNGs into 8 bits, so 16-bit PNGs go through pypng.
+Writes are atomic: a failed or interrupted edit never leaves a half-written output file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import png
+from PIL import Image, UnidentifiedImageError
+
+from hairclip.errors import HairclipError
+
+MAX_PIXELS = 200_000_000  # far above any camera, well below what would exhaust memory
+
+
+class BadImage(HairclipError):
+    code = "bad_image"
+
+
+def check_photo(photo: np.ndarray, what: str = "image") -> np.ndarray:
+    """[H,W] or [H,W,1..4] in uint8, uint16 or float in [0, 1]; refused with a clear message otherwise."""
+    photo = np.asarray(photo)
+    if photo.ndim == 2:
+        photo = photo[..., None]
+    if photo.ndim != 3 or photo.shape[2] not in (1, 2, 3, 4):
+        raise BadImage(f"the {what} has shape {photo.shape}; expected height x width x 1-4 channels")
+    if photo.shape[0] == 0 or photo.shape[1] == 0:
+        raise BadImage(f"the {what} is empty ({photo.shape[1]}x{photo.shape[0]})")
+    if photo.shape[0] * photo.shape[1] > MAX_PIXELS:
+        raise BadImage(f"the {what} is {photo.shape[1]}x{photo.shape[0]}, over the {MAX_PIXELS:,} pixel limit")
+    if photo.dtype not in (np.uint8, np.uint16) and not np.issubdtype(photo.dtype, np.floating):
+        raise BadImage(f"the {what} has samples of type {photo.dtype}; use 8/16-bit integers or floats")
+    return photo
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """A photo as [H,W,C] at its own depth: uint8, uint16 (16-bit PNG/TIFF) or float32."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadImage(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise BadImage(f"{path}: the file is empty")
+    try:
+        if path.suffix.lower() == ".png":
+            reader = png.Reader(filename=str(path))
+            w, h, rows, info = reader.asDirect()
+            if info["bitdepth"] == 16:
+                planes = info["planes"]
+                return np.vstack([np.asarray(r, np.uint16) for r in rows]).reshape(h, w, planes)
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("I;16", "I;16B", "I;16L"):
+                return check_photo(np.array(im).astype(np.uint16), str(path))
+            if im.mode in ("I", "F"):
+                a = np.array(im, dtype=np.float32)
+                return check_photo(a / max(float(a.max()), 1.0), str(path))
+            if im.mode not in ("L", "LA", "RGB", "RGBA"):
+                im = im.convert("RGBA" if "A" in im.getbands() else "RGB")
+            return check_photo(np.array(im), str(path))
+    except (UnidentifiedImageError, png.Error, OSError, SyntaxError) as exc:
+        raise BadImage(f"{path}: cannot be decoded as an image ({exc})") from exc
+
+
+def _atomic(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_image(path: str | Path, image: np.ndarray) -> None:
+    """Write in the format of the extension. PNG and TIFF keep 16 bits; JPEG and others are 8-bit, no alpha."""
+    path = Path(path)
+    image = check_photo(image)
+    ext = path.suffix.lower()
+    if np.issubdtype(image.dtype, np.floating):
+        image = (np.clip(image, 0, 1) * 65535 + 0.5).astype(np.uint16)
+    if image.shape[2] in (1, 2) and ext not in (".png", ".tif", ".tiff"):
+        image = np.concatenate([np.repeat(image[..., :1], 3, 2), image[..., 1:]], 2)
+    if ext == ".png" and image.dtype == np.uint16:
+        h, w, c = image.shape
+        writer = png.Writer(w, h, greyscale=c < 3, alpha=c in (2, 4), bitdepth=16)
+        _atomic(path, lambda tmp: _write_png(writer, tmp, image.reshape(h, w * c)))
+        return
+    if image.dtype == np.uint16:
+        image = ((image.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    if ext in (".jpg", ".jpeg") and image.shape[2] in (2, 4):
+        image = image[..., :-1]
+    mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[image.shape[2]]
+    pil = Image.fromarray(image[..., 0] if mode == "L" else image, mode)
+    fmt = Image.registered_extensions().get(ext)
+    if fmt is None:
+        raise BadImage(f"{path}: unknown image format {ext!r}; use .png, .jpg, .tif or .webp")
+    _atomic(path, lambda tmp: pil.save(tmp, format=fmt))
+
+
+def _write_png(writer: png.Writer, tmp: str, rows: np.ndarray) -> None:
+    with open(tmp, "wb") as f:
+        writer.write(f, rows)
+
+
+def composite(photo: np.ndarray, layer: np.ndarray) -> np.ndarray:
+    """``layer`` (RGBA, the photo's dtype) over ``photo``; where alpha is 0 the photo comes back unchanged."""
+    photo = check_photo(photo)
+    scale = 255.0 if photo.dtype == np.uint8 else 65535.0 if photo.dtype == np.uint16 else 1.0
+    alpha = layer[..., 3:4].astype(np.float32) / scale
+    colour = photo[..., :3] if photo.shape[2] >= 3 else np.repeat(photo[..., :1], 3, 2)
+    mixed = colour.astype(np.float32) + (layer[..., :3].astype(np.float32) - colour) * alpha
+    if scale > 1:
+        mixed = np.clip(np.rint(mixed), 0, scale)
+    out = np.where(alpha > 0, mixed.astype(photo.dtype), colour)
+    if photo.shape[2] in (2, 4):  # keep the photo's own alpha
+        out = np.concatenate([out, photo[..., -1:]], 2)
+    return out
+
+
+_NUMPY_DEPTH = {"u8": np.dtype("<u1"), "u16": np.dtype("<u2"), "f32": np.dtype("<f4")}
+
+
+def from_wire(image) -> np.ndarray:
+    """A protocol `Image` as an [H,W,C] array in RGB(A) order (or [H,W] for an 'A' mask), zero-copy."""
+    a = np.frombuffer(image.data, dtype=_NUMPY_DEPTH[image.depth])
+    a = a.reshape(image.height, image.width, len(image.channels))
+    if image.channels.startswith("BGR"):
+        a = a[..., [2, 1, 0, 3][: a.shape[2]]]
+    return a[..., 0] if image.channels == "A" else a
+
+
+def to_wire(array: np.ndarray, channels: str | None = None, depth: str | None = None):
+    """An [H,W,C] array as a protocol `Image` (RGB, RGBA, BGR or BGRA; u8, u16 or f32)."""
+    from hairclip_shared.protocol import Image
+
+    array = check_photo(array)
+    if channels == "A":
+        array = array[..., :1]
+    elif array.shape[2] in (1, 2):  # grey (+ alpha) travels as RGB(A)
+        array = np.concatenate([np.repeat(array[..., :1], 3, 2), array[..., 1:]], 2)
+    channels = channels or ("RGBA" if array.shape[2] == 4 else "RGB")
+    if len(channels) != array.shape[2]:
+        raise ValueError(f"{channels} needs {len(channels)} channels, the array has {array.shape[2]}")
+    depth = depth or {np.dtype(np.uint8): "u8", np.dtype(np.uint16): "u16"}.get(array.dtype, "f32")
+    array = convert_depth(array, depth)
+    if channels.startswith("BGR"):
+        array = array[..., [2, 1, 0, 3][: array.shape[2]]]
+    data = np.ascontiguousarray(array, dtype=_NUMPY_DEPTH[depth])
+    return Image(data.shape[1], data.shape[0], memoryview(data).cast("B"), channels, depth)
+
+
+def convert_depth(array: np.ndarray, depth: str) -> np.ndarray:
+    """Between uint8, uint16 and float32 in [0, 1], rounding to nearest."""
+    target = _NUMPY_DEPTH[depth]
+    if array.dtype == target:
+        return array
+    scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+    x = array.astype(np.float32) / scale.get(array.dtype, 1.0)
+    if depth == "f32":
+        return x
+    return np.clip(np.rint(x * scale[target]), 0, scale[target]).astype(target)

@@ -1,0 +1,170 @@
+"""Stage 4: the hairstyle and colour conditions as CLIP embeddings, exactly as HairCLIP builds them.
+
+- Text uses the training templates: ``"<name> hairstyle"`` and ``"<colour> hair"``.
+- A reference photo is aligned, its hair kept by the parser (label 13), pooled to 224 and CLIP-encoded.
+- An RGB colour has no counterpart in HairCLIP. We recolour the photo's own hair to the target in Lab and use
+  that as the colour reference, so the mapper sees the asked colour on this very hairstyle; the edited hair
+  is then shifted in Lab to the target mean (`match_hair_color`), so the result measurably reaches it.
+Embeddings are cached: changing only the strength, or editing another photo with the same words, encodes
+nothing again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from hairclip.color import lab_to_rgb, masked_mean, parse_rgb, rgb_to_lab
+from hairclip.errors import HairclipError
+from hairclip.nets.mapper import HairMapper, color_prompt, hairstyle_prompt, tokenize
+from hairclip.nets.parsenet import UNet
+from hairclip.pipeline import parse
+from hairclip.pipeline.cache import LRUCache, content_key
+
+MIN_REFERENCE_HAIR = 0.002  # fraction of the aligned crop; below this the parser found no hair to copy
+
+
+class PromptTooLong(HairclipError):
+    code = "prompt_too_long"
+
+
+class NoHairInReference(HairclipError):
+    code = "no_hair"
+
+
+class ConflictingConditions(HairclipError):
+    code = "bad_conditions"
+
+
+@dataclass(frozen=True, eq=False)
+class Conditions:
+    """What to change. At most one condition per branch; any branch may be left empty."""
+
+    hairstyle: str | None = None
+    color: str | None = None
+    hairstyle_ref: np.ndarray | None = None  # a photo (any size, RGB uint8); aligned like the input
+    color_ref: np.ndarray | None = None
+    rgb: tuple[int, int, int] | None = None
+
+    def __post_init__(self):
+        for name in ("hairstyle", "color"):
+            text = getattr(self, name)
+            if text is not None and not text.strip():
+                object.__setattr__(self, name, None)
+        if self.rgb is not None:
+            object.__setattr__(self, "rgb", parse_rgb(self.rgb))
+        if self.hairstyle is not None and self.hairstyle_ref is not None:
+            raise ConflictingConditions("give a hairstyle as text or as a reference image, not both")
+        colours = [self.color is not None, self.color_ref is not None, self.rgb is not None]
+        if sum(colours) > 1:
+            raise ConflictingConditions("give the colour as text, as a reference image or as RGB: only one")
+        if not any([self.hairstyle, self.hairstyle_ref is not None, *colours]):
+            raise ConflictingConditions("nothing to change: give a hairstyle, a colour, or a reference image")
+
+    def describe(self) -> str:
+        """A short human label, e.g. "bob cut, purple" (used to name the result layer)."""
+        parts = [self.hairstyle or ("hairstyle of reference" if self.hairstyle_ref is not None else None),
+                 self.color or ("colour of reference" if self.color_ref is not None else None),
+                 "#{:02x}{:02x}{:02x}".format(*self.rgb) if self.rgb else None]
+        return ", ".join(p for p in parts if p)
+
+
+def hairstyle_text(text: str) -> str:
+    """"bob cut" and "bob cut hairstyle" both give the training prompt "bob cut hairstyle"."""
+    text = " ".join(text.split())
+    return text if text.lower().endswith(" hairstyle") else hairstyle_prompt(text)
+
+
+def color_text(text: str) -> str:
+    """"purple" and "purple hair" both give the training prompt "purple hair"."""
+    text = " ".join(text.split())
+    return text if text.lower().endswith(" hair") else color_prompt(text)
+
+
+def image_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
+    """uint8 ``[H,W,3]`` -> ``[1,3,H,W]`` float in [-1, 1]."""
+    x = torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1)[None].float()
+    return x / 127.5 - 1
+
+
+def recolor_hair(image: torch.Tensor, hair: torch.Tensor, rgb: tuple[int, int, int], rounds: int = 4) -> torch.Tensor:
+    """Move the hair's mean Lab colour to ``rgb``, keeping its shading; ``image`` in [-1,1], ``hair`` [B,1,H,W].
+
+    Shifted colours can leave the RGB gamut and clipping pulls the mean back, so the shift is repeated on
+    the clipped result a few times; each round closes most of what is left.
+    """
+    target = rgb_to_lab(torch.tensor(rgb, dtype=image.dtype, device=image.device).view(1, 3, 1, 1) / 255)
+    out = (image + 1) / 2
+    for _ in range(rounds):
+        lab = rgb_to_lab(out)
+        out = torch.lerp(out, lab_to_rgb(lab + (target - masked_mean(lab, hair))).clamp(0, 1), hair)
+    return out * 2 - 1
+
+
+def match_hair_color(image: torch.Tensor, hair: torch.Tensor, rgb: tuple[int, int, int]) -> torch.Tensor:
+    """The same Lab shift applied to an edited image's own hair."""
+    return recolor_hair(image, hair, rgb)
+
+
+def hair_lab_distance(image: torch.Tensor, hair: torch.Tensor, rgb: tuple[int, int, int]) -> float:
+    """Distance in Lab between the mean hair colour and ``rgb``: how far an edit is from the asked colour."""
+    lab = masked_mean(rgb_to_lab((image + 1) / 2), hair)
+    target = rgb_to_lab(torch.tensor(rgb, dtype=image.dtype, device=image.device).view(1, 3, 1, 1) / 255)
+    return float((lab - target).flatten().norm())
+
+
+class ConditionEncoder:
+    """Turns `Conditions` into the mapper's embeddings, with caches for text and reference images."""
+
+    def __init__(self, mapper: HairMapper, parser: UNet, align_reference, cache_size: int = 64):
+        self.mapper = mapper
+        self.parser = parser
+        self.align_reference = align_reference  # photo uint8 -> aligned 1024 uint8 crop (raises if no face)
+        self.text_cache: LRUCache[torch.Tensor] = LRUCache(cache_size)
+        self.image_cache: LRUCache[torch.Tensor] = LRUCache(cache_size)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.mapper.parameters()).device
+
+    def text(self, prompt: str) -> torch.Tensor:
+        def encode() -> torch.Tensor:
+            try:
+                tokens = tokenize(prompt)
+            except RuntimeError as exc:  # clip.tokenize's only complaint is a prompt over 77 tokens
+                raise PromptTooLong(f"the text {prompt!r} is longer than CLIP's 77 tokens; shorten it") from exc
+            return self.mapper.encode_text(tokens.to(self.device)).float()
+
+        return self.text_cache.get_or_compute(prompt, encode)
+
+    def reference(self, photo: np.ndarray, what: str) -> torch.Tensor:
+        """A reference photo's hair, as HairCLIP's image condition."""
+        def encode() -> torch.Tensor:
+            aligned = image_tensor(self.align_reference(photo), self.device)
+            hair = parse.hair(self.parser, aligned)[:, None].float()
+            if hair.mean() < MIN_REFERENCE_HAIR:
+                raise NoHairInReference(f"no hair was found in the {what} reference image")
+            return self.mapper.encode_image(aligned * hair).float()
+
+        return self.image_cache.get_or_compute(("ref", content_key(photo)), encode)
+
+    def rgb(self, aligned1024: torch.Tensor, hair: torch.Tensor, rgb: tuple[int, int, int]) -> torch.Tensor:
+        """The colour condition for an RGB target: this face's own hair, recoloured."""
+        def encode() -> torch.Tensor:
+            if hair.float().mean() < MIN_REFERENCE_HAIR:
+                raise NoHairInReference("no hair was found on the face to recolour")
+            mask = hair.float()
+            return self.mapper.encode_image(recolor_hair(aligned1024, mask, rgb) * mask).float()
+
+        key = ("rgb", rgb, content_key(aligned1024.cpu().numpy()))
+        return self.image_cache.get_or_compute(key, encode)
+
+    def embeddings(self, cond: Conditions) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(hairstyle, colour) embeddings, None where the branch is empty or depends on the face (RGB)."""
+        style = (self.text(hairstyle_text(cond.hairstyle)) if cond.hairstyle
+                 else self.reference(cond.hairstyle_ref, "hairstyle") if cond.hairstyle_ref is not None else None)
+        color = (self.text(color_text(cond.color)) if cond.color
+                 else self.reference(cond.color_ref, "colour") if cond.color_ref is not None else None)
+        return style, color

@@ -1,0 +1,29 @@
+"""Stage 5: the edit in W+. ``w' = w + strength * 0.1 * mapper(w, ...)``; strength 1 is the official edit."""
+
+from __future__ import annotations
+
+import torch
+
+from hairclip.nets.mapper import EDIT_SCALE, HairMapper
+
+STRENGTH_RANGE = (0.0, 2.0)  # 0 is the inversion itself; past about 1.5 faces start to lose identity
+
+
+@torch.inference_mode()
+def edit_offset(mapper: HairMapper, w: torch.Tensor, hairstyle_emb: torch.Tensor | None,
+                color_emb: torch.Tensor | None) -> torch.Tensor:
+    """The mapper's raw offset (before the 0.1 scale); cached per face so strength changes are free."""
+    return mapper.edit_offset(w, hairstyle_emb, color_emb).float()
+
+
+def apply_offset(w: torch.Tensor, offset: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
+    lo, hi = STRENGTH_RANGE
+    if not lo <= strength <= hi:
+        raise ValueError(f"strength must be within {lo}..{hi}, got {strength}")
+    return w + strength * EDIT_SCALE * offset
+
+
+def interpolate(w: torch.Tensor, offset_a: torch.Tensor, offset_b: torch.Tensor, t: float,
+                strength: float = 1.0) -> torch.Tensor:
+    """The paper's hair interpolation: a straight line in W+ between two edits of the same face."""
+    return apply_offset(w, torch.lerp(offset_a, offset_b, t), strength)

@@ -1,0 +1,174 @@
+"""The whole edit: any photo in, a hair layer the size of the photo out.
+
+faces -> align -> invert -> conditions -> edit -> synthesize -> parse -> composite. Each stage is its own
+module; this one only runs them in order, keeps per-face state for cheap strength-only re-renders, and
+reports progress through a callback (which may raise to cancel between stages).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from hairclip.images import check_photo
+from hairclip.pipeline import parse
+from hairclip.pipeline.align import AlignedFace, FaceTransform, align_face, aligned_input, to_rgb8
+from hairclip.pipeline.composite import compose_layer, edit_mask, face_box, warp_face
+from hairclip.pipeline.conditions import ConditionEncoder, Conditions, image_tensor, match_hair_color
+from hairclip.pipeline.edit import apply_offset, edit_offset
+from hairclip.pipeline.faces import Mode, NoFaceFound, Rect, select_faces
+from hairclip.pipeline.invert import Inverter
+from hairclip.pipeline.models import Models
+from hairclip.pipeline.synthesize import synthesize
+
+Progress = Callable[[str, float], None]
+
+
+def _no_progress(stage: str, fraction: float) -> None:
+    pass
+
+
+@dataclass
+class FaceState:
+    """What a re-render of one face needs: no detection, inversion or CLIP encode is repeated."""
+
+    index: int  # in the detector's list
+    transform: FaceTransform
+    box: tuple[int, int, int, int]  # the face square's bounding box on the photo (x0, y0, x1, y1)
+    w: torch.Tensor  # W+ of the inversion [1,18,512]
+    offset: torch.Tensor  # the mapper's raw offset for these conditions [1,18,512]
+    hair_before: torch.Tensor  # [1024,1024] bool, the original face's hair
+    aligned: AlignedFace
+    rgb: tuple[int, int, int] | None
+
+
+@dataclass
+class FaceOutput:
+    state: FaceState
+    edited: torch.Tensor  # [3,1024,1024] in [-1, 1], the raw synthesis of the edit
+    mask: torch.Tensor  # [1024,1024] float, the edit mask in the aligned frame
+    inversion: torch.Tensor | None = None  # [3,1024,1024], only when asked for
+
+
+@dataclass
+class EditResult:
+    layer: np.ndarray  # [H,W,4] in the photo's dtype: alpha is the edit mask
+    faces: list[FaceOutput]
+    strength: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def boxes(self) -> list[tuple[int, int, int, int]]:
+        return [f.state.box for f in self.faces]
+
+
+@dataclass(frozen=True)
+class EditOptions:
+    strength: float = 1.0
+    faces: Mode = "all"
+    selection: Rect | np.ndarray | None = None
+    aligned: bool = False  # the photo is already an FFHQ-aligned crop
+    return_aligned: bool = False  # also synthesise the unedited inversion, for debugging
+
+
+class HairEditor:
+    def __init__(self, models: Models):
+        self.models = models
+        self.inverter = Inverter(models.encoder, models.latent_avg)
+        self.conditions = ConditionEncoder(models.mapper, models.parser, self._align_reference)
+
+    @property
+    def device(self) -> torch.device:
+        return self.models.device
+
+    def _align_reference(self, photo: np.ndarray) -> np.ndarray:
+        rgb = to_rgb8(check_photo(photo, "reference image"))
+        faces = self.models.detector.detect(rgb)
+        if not faces:
+            raise NoFaceFound("no face was found in the reference image")
+        pick = select_faces(faces, "largest")[0]
+        return align_face(rgb, faces[pick].landmarks).image1024
+
+    def edit(self, photo: np.ndarray, conditions: Conditions, options: EditOptions = EditOptions(),
+             progress: Progress = _no_progress) -> EditResult:
+        """Edit every chosen face of ``photo`` (uint8/uint16/float, 1-4 channels; never modified)."""
+        photo = check_photo(photo, "photo")
+        timings: dict[str, float] = {}
+        with _timed(timings, "faces"):
+            progress("faces", 0.0)
+            rgb8 = to_rgb8(photo)
+            if options.aligned:
+                aligned = [aligned_input(rgb8)]
+                indices = [0]
+            else:
+                faces = self.models.detector.detect(rgb8)
+                if not faces:
+                    raise NoFaceFound("no face was found in the photo")
+                indices = select_faces(faces, options.faces, options.selection)
+        with _timed(timings, "conditions"):
+            progress("conditions", 0.0)
+            style_emb, color_emb = self.conditions.embeddings(conditions)
+        states = []
+        for n, i in enumerate(indices):
+            progress("invert", n / len(indices))
+            with _timed(timings, "align"):
+                face = aligned[0] if options.aligned else align_face(rgb8, faces[i].landmarks)
+            with _timed(timings, "invert"):
+                w = self.inverter(face.image)
+            with _timed(timings, "parse"):
+                original = image_tensor(face.image1024, self.device)
+                hair_before = parse.hair(self.models.parser, original)[0]
+            with _timed(timings, "mapper"):
+                color = color_emb
+                if conditions.rgb is not None:
+                    color = self.conditions.rgb(original, hair_before[None, None], conditions.rgb)
+                offset = edit_offset(self.models.mapper, w, style_emb, color)
+            box = face_box(face.transform, photo.shape[:2])
+            states.append(FaceState(i, face.transform, box, w, offset, hair_before, face, conditions.rgb))
+        return self._render(photo, states, options.strength, options.return_aligned, timings, progress)
+
+    def rerender(self, photo: np.ndarray, previous: EditResult, strength: float,
+                 progress: Progress = _no_progress) -> EditResult:
+        """The same edit at another strength: synthesis, parsing and compositing only."""
+        photo = check_photo(photo, "photo")
+        return self._render(photo, [f.state for f in previous.faces], strength, False, {}, progress)
+
+    def _render(self, photo: np.ndarray, states: list[FaceState], strength: float, with_inversion: bool,
+                timings: dict[str, float], progress: Progress) -> EditResult:
+        outputs, pieces = [], []
+        for n, st in enumerate(states):
+            progress("synthesize", n / len(states))
+            with _timed(timings, "synthesize"):
+                edited = synthesize(self.models.decoder, apply_offset(st.w, st.offset, strength))
+                inversion = synthesize(self.models.decoder, st.w)[0] if with_inversion else None
+            progress("parse", n / len(states))
+            with _timed(timings, "parse"):
+                hair_after = parse.hair(self.models.parser, edited)[0]
+            with _timed(timings, "composite"):
+                mask = edit_mask(st.hair_before, hair_after)
+                shown = edited
+                if st.rgb is not None:
+                    shown = match_hair_color(edited, hair_after[None, None].float(), st.rgb)
+                rgb, alpha, box = warp_face((shown[0] + 1) / 2, mask, st.transform, photo.shape[:2])
+                pieces.append((rgb, alpha, box))
+            outputs.append(FaceOutput(st, edited[0], mask, inversion))
+        progress("composite", 0.0)
+        with _timed(timings, "composite"):
+            colour = photo if photo.shape[2] >= 3 else np.repeat(photo[..., :1], 3, 2)
+            layer = compose_layer(colour[..., :3], pieces)
+        progress("done", 1.0)
+        return EditResult(layer, outputs, strength, timings)
+
+
+@contextmanager
+def _timed(timings: dict[str, float], stage: str):
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - t0

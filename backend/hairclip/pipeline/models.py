@@ -1,0 +1,141 @@
+"""Every network the edit needs, loaded once and kept on one device.
+
+`Models.load` reads the official files from the weight store (or a folder holding them under their official
+names). `Models.random_tiny` builds small randomly initialised configurations of the same networks, so the
+whole pipeline can run in tests and demos without the weights; its pictures are noise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hairclip.device import inference_dtype, pick_device
+from hairclip.nets.e4e import Encoder4Editing
+from hairclip.nets.mapper import TINY_CLIP, HairMapper, build_clip
+from hairclip.nets.parsenet import UNet
+from hairclip.nets.stylegan2 import Generator
+from hairclip.pipeline.faces import Face, FaceDetector
+
+EDIT_WEIGHTS = ("hairclip.pt", "e4e_ffhq_encode.pt", "parsenet.pth")
+
+
+@dataclass
+class Models:
+    encoder: Encoder4Editing
+    latent_avg: torch.Tensor  # [n_styles, 512]
+    mapper: HairMapper
+    decoder: Generator
+    parser: UNet
+    detector: FaceDetector
+    device: torch.device
+    names: dict[str, str]  # what each network was loaded from, for `hello` and logs
+
+    @classmethod
+    def load(cls, device: str | torch.device | None = None, weights_dir: str | Path | None = None,
+             download: bool = False, progress: bool = True) -> Models:
+        """The official networks, from the weight store (checksums verified) or ``weights_dir``."""
+        from hairclip.checkpoints import load_e4e, load_hairclip, load_parsenet
+        from hairclip.pipeline.faces import DETECTOR_FILE, LANDMARK_FILE, FanDetector
+        from hairclip.weights import WeightStore
+
+        dev = pick_device(device) if not isinstance(device, torch.device) else device
+        store = WeightStore(weights_dir) if weights_dir else WeightStore()
+        paths = {n: store.resolve(n, download=download, progress=progress)
+                 for n in (*EDIT_WEIGHTS, DETECTOR_FILE, LANDMARK_FILE)}
+        hairclip = load_hairclip(paths["hairclip.pt"])
+        e4e = load_e4e(paths["e4e_ffhq_encode.pt"])
+        detector = FanDetector(paths[DETECTOR_FILE], paths[LANDMARK_FILE], dev)
+        models = cls(e4e.encoder, e4e.latent_avg, hairclip.mapper, hairclip.decoder,
+                     load_parsenet(paths["parsenet.pth"]), detector, dev,
+                     {n: str(p) for n, p in paths.items()})
+        return models.to(dev)
+
+    @classmethod
+    def random_tiny(cls, device: str | torch.device | None = None, seed: int = 0,
+                    detector: FaceDetector | None = None) -> Models:
+        """Small random configurations of the real networks (W+ stays 18 x 512, images stay 1024 px).
+
+        The detector defaults to `CentredFace`, which places one face in the middle of any image: random
+        detector weights would find nothing, and the point of this mode is to exercise everything else.
+        """
+        dev = pick_device(device) if not isinstance(device, torch.device) else device
+        gen = torch.Generator().manual_seed(seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            encoder = Encoder4Editing(50, "ir_se", 1024, units=(1, 1, 1, 1), width_div=4, style_dim=512)
+            mapper = HairMapper(build_clip(config=TINY_CLIP))
+            decoder = Generator(1024, 512, 2, channel_multiplier=2, width_div=16)
+            parser = _calibrated_parser(UNet(feature_scale=16), seed)
+        latent_avg = torch.randn(18, 512, generator=gen) * 0.1
+        models = cls(encoder, latent_avg, mapper, decoder, parser, detector or CentredFace(), dev,
+                     {"all": "random tiny networks (results are noise)"})
+        return models.to(dev)
+
+    def to(self, device: torch.device) -> Models:
+        self.device = device
+        for net in (self.encoder, self.mapper, self.decoder, self.parser):
+            net.to(device).eval().requires_grad_(False)
+        self.latent_avg = self.latent_avg.to(device)
+        if device.type != "cpu":  # CLIP runs in half precision on GPUs, as the official inference does
+            self.mapper.clip_model.to(inference_dtype(device))
+        return self
+
+
+def _calibrated_parser(parser: UNet, seed: int, hair_fraction: float = 0.3) -> UNet:
+    """Give a random parser varied output: BatchNorm statistics from a few random images (at their defaults
+    every pixel gets the same class), and a hair logit offset so that about ``hair_fraction`` of an image is
+    labelled hair. Masks are then non-trivial, which is what exercising the pipeline needs."""
+    from hairclip.nets.parsenet import HAIR_LABEL, PARSE_SIZE
+
+    g = torch.Generator().manual_seed(seed)
+    images = torch.rand(3, 3, PARSE_SIZE, PARSE_SIZE, generator=g) * 2 - 1
+    for m in parser.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None  # a plain average over the calibration batch
+    with torch.no_grad():
+        parser.train()(images)
+        logits = parser.eval()(images)
+        others = torch.cat([logits[:, :HAIR_LABEL], logits[:, HAIR_LABEL + 1:]], 1).amax(1)
+        margin = (others - logits[:, HAIR_LABEL]).flatten()
+        parser.final.bias[HAIR_LABEL] += torch.quantile(margin, hair_fraction)
+    for m in parser.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = 0.1
+    return parser
+
+
+def face_template() -> np.ndarray:
+    """A plausible 68-point layout of a frontal face in a unit box (dlib/iBUG order)."""
+    t = np.linspace(0, np.pi, 17)
+    chin = np.stack([0.5 - 0.45 * np.cos(t), 0.35 + 0.55 * np.sin(t)], 1)
+    brow_l = np.stack([np.linspace(0.18, 0.42, 5), [0.33, 0.30, 0.29, 0.30, 0.32]], 1)
+    brow_r = np.stack([1 - brow_l[::-1, 0], brow_l[::-1, 1]], 1)
+    nose_bridge = np.stack([np.full(4, 0.5), np.linspace(0.38, 0.55, 4)], 1)
+    nostrils = np.stack([np.linspace(0.42, 0.58, 5), [0.60, 0.62, 0.63, 0.62, 0.60]], 1)
+    a = np.linspace(0, 2 * np.pi, 6, endpoint=False) + np.pi
+    eye = np.stack([0.07 * np.cos(a), 0.03 * np.sin(a)], 1)
+    eye_l, eye_r = eye + [0.32, 0.42], eye + [0.68, 0.42]
+    m = np.linspace(0, 2 * np.pi, 12, endpoint=False) + np.pi
+    mouth_outer = np.stack([0.5 + 0.16 * np.cos(m), 0.75 + 0.06 * np.sin(m)], 1)
+    n = np.linspace(0, 2 * np.pi, 8, endpoint=False) + np.pi
+    mouth_inner = np.stack([0.5 + 0.1 * np.cos(n), 0.75 + 0.02 * np.sin(n)], 1)
+    return np.concatenate([chin, brow_l, brow_r, nose_bridge, nostrils, eye_l, eye_r, mouth_outer, mouth_inner])
+
+
+class CentredFace:
+    """Test and demo detector: one upright face filling the middle of the image (``fraction`` of its short side)."""
+
+    def __init__(self, fraction: float = 0.5):
+        self.fraction = fraction
+        self._unit = face_template()
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        h, w = image.shape[:2]
+        side = self.fraction * min(h, w)
+        x0, y0 = (w - side) / 2, (h - side) / 2
+        return [Face(self._unit * side + [x0, y0], (x0, y0, x0 + side, y0 + side))]

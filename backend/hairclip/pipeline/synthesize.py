@@ -1,0 +1,22 @@
+"""Stage 6: StyleGAN2 synthesis of W+ at 1024 px with the generator's stored noise, as official inference."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from hairclip.nets.stylegan2 import Generator
+
+
+@torch.inference_mode()
+def synthesize(decoder: Generator, w_plus: torch.Tensor) -> torch.Tensor:
+    """W+ ``[B, n_latent, 512]`` -> images ``[B,3,S,S]`` in about [-1, 1] (float32)."""
+    dtype = next(decoder.parameters()).dtype
+    image, _ = decoder([w_plus.to(dtype)], input_is_latent=True, randomize_noise=False, truncation=1.0)
+    return image.float()
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """``[3,H,W]`` in [-1, 1] -> uint8 ``[H,W,3]`` as ``round((clamp(x, -1, 1) + 1) / 2 * 255)``."""
+    x = (image.detach().float().clamp(-1, 1) + 1) / 2 * 255
+    return x.round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()

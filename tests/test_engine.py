@@ -1,0 +1,106 @@
+"""The server with the real pipeline engine (small random networks) and `hairclip edit --server`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hairclip.cli import main
+from hairclip.engine import PipelineEngine
+from hairclip.images import from_wire, load_image, save_image, to_wire
+from hairclip.pipeline.models import Models
+from hairclip.server import Server
+from hairclip_shared.client import Client
+from hairclip_shared.protocol import EditRequest, EditResult, JobFailed, Progress
+
+
+@pytest.fixture(scope="module")
+def engine() -> PipelineEngine:
+    return PipelineEngine(Models.random_tiny("cpu", seed=0))
+
+
+@pytest.fixture(scope="module")
+def server(engine):
+    with Server(engine, "tcp://127.0.0.1:0") as srv:
+        yield srv
+
+
+@pytest.fixture
+def photo() -> np.ndarray:
+    yy, xx = np.mgrid[0:300, 0:260]
+    return np.stack([xx % 256, yy % 256, (xx * yy) % 256], -1).astype(np.uint8)
+
+
+def test_hello_reports_the_engine(server):
+    with Client(server.endpoint) as client:
+        info = client.hello()
+    assert info.device == "cpu"
+    assert "bob cut" in info.hairstyles and "purple" in info.colours
+
+
+def test_edit_streams_progress_then_a_bgra_layer(server, photo):
+    with Client(server.endpoint) as client:
+        job = client.submit(EditRequest(source=to_wire(photo), hairstyle="bob cut",
+                                        out_channels="BGRA"))
+        events = list(job.events(timeout=120))
+    stages = [e.stage for e in events if isinstance(e, Progress)]
+    assert "invert" in stages and "synthesize" in stages
+    result = events[-1]
+    assert isinstance(result, EditResult)
+    assert result.layer.channels == "BGRA" and (result.layer.width, result.layer.height) == (260, 300)
+    layer = from_wire(result.layer)  # back in RGBA order
+    outside = layer[..., 3] == 0
+    assert np.array_equal(layer[..., :3][outside], photo[outside])
+    assert result.faces_edited == 1
+
+
+def test_strength_rerender_skips_inversion_and_encoding(server, engine, photo):
+    with Client(server.endpoint) as client:
+        first = client.submit(EditRequest(source=to_wire(photo), colour="red"))
+        first.result(timeout=120)
+        inversions = engine.editor.inverter.cache.misses + engine.editor.inverter.cache.hits
+        encodes = engine.editor.conditions.text_cache.misses + engine.editor.conditions.text_cache.hits
+        again = client.rerender(first, 0.5).result(timeout=120)
+    assert engine.editor.inverter.cache.misses + engine.editor.inverter.cache.hits == inversions
+    assert engine.editor.conditions.text_cache.misses + engine.editor.conditions.text_cache.hits == encodes
+    assert again.meta["strength"] == 0.5
+
+
+def test_engine_errors_reach_the_client_with_their_code(server, photo):
+    with Client(server.endpoint) as client:
+        job = client.submit(EditRequest(source=to_wire(photo), hairstyle="x " * 95))
+        with pytest.raises(JobFailed) as err:
+            job.result(timeout=120)
+    assert err.value.code == "prompt_too_long"
+
+
+def test_cli_edit_on_a_server_matches_in_process(server, photo, tmp_path):
+    src = tmp_path / "photo.png"
+    save_image(src, photo)
+    local, remote = tmp_path / "local.png", tmp_path / "remote.png"
+    common = ["--hairstyle", "afro", "--random-tiny", "--device", "cpu"]
+    assert main(["edit", str(src), "-o", str(local), *common, "--save-aligned", str(tmp_path / "a")]) == 0
+    assert main(["edit", str(src), "-o", str(remote), "--hairstyle", "afro", "--server", server.endpoint,
+                 "--save-aligned", str(tmp_path / "b")]) == 0
+    assert np.array_equal(load_image(local), load_image(remote))
+    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert names == ["photo_face0_aligned.png", "photo_face0_edited.png", "photo_face0_inversion.png",
+                     "photo_face0_mask.png"]
+    for name in names:
+        assert np.array_equal(load_image(tmp_path / "a" / name), load_image(tmp_path / "b" / name)), name
+
+
+def test_cli_server_path_never_imports_torch(server, photo, tmp_path):
+    src = tmp_path / "photo.png"
+    save_image(src, photo)
+    code = ("import sys\nfrom hairclip.cli import main\n"
+            f"rc = main(['edit', {str(src)!r}, '-o', {str(tmp_path / 'out.png')!r}, '--color', 'red', "
+            f"'--server', {server.endpoint!r}])\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\nsys.exit(rc)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert Path(tmp_path / "out.png").is_file()
