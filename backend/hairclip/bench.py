@@ -154,10 +154,77 @@ def _print_ratios(rows: list[dict]) -> None:
             print(f"ratio {what}: {by[slow]['median_s'] / by[fast]['median_s']:.2f}x")
 
 
+def _random_full_models(device):
+    """Full-size networks with random weights, as `Models` holds them after loading the real files."""
+    import torch
+
+    from hairclip.nets.e4e import Encoder4Editing
+    from hairclip.nets.mapper import HairMapper, build_clip
+    from hairclip.nets.parsenet import UNet
+    from hairclip.nets.stylegan2 import Generator
+    from hairclip.pipeline.models import CentredFace, Models
+
+    return Models(Encoder4Editing(50, "ir_se", 1024), torch.randn(18, 512) * 0.1, HairMapper(build_clip()),
+                  Generator(1024, 512, 8, channel_multiplier=2), UNet(), CentredFace(0.5), device,
+                  {"all": "random full-size"}).to(device)
+
+
+def run_pipeline(device_name: str, repeat: int, size: int) -> int:
+    """Per-stage medians of a full edit of a ``size``² photo with one face, and of a strength-only re-render."""
+    import numpy as np
+    import torch
+
+    from hairclip.device import pick_device
+    from hairclip.nets import ops
+    from hairclip.pipeline.conditions import Conditions
+    from hairclip.pipeline.editor import HairEditor
+
+    device = pick_device(device_name)
+    torch.manual_seed(0)
+    editor = HairEditor(_random_full_models(device))
+    yy, xx = np.mgrid[0:size, 0:size]
+    photo = np.stack([(xx * 7) % 256, (yy * 3) % 256, (xx ^ yy) % 256], -1).astype(np.uint8)
+    cond = Conditions(hairstyle="bob cut", color="purple")
+
+    def full_edit():
+        editor.inverter.cache.clear()  # a new photo each time: nothing cached
+        editor.conditions.text_cache.clear()
+        return editor.edit(photo, cond)
+
+    def measure(fn, n):
+        walls, stages = [], {}
+        for _ in range(n):
+            t0 = time.perf_counter()
+            result = fn()
+            walls.append(time.perf_counter() - t0)
+            for k, v in result.timings.items():
+                stages.setdefault(k, []).append(v)
+        return statistics.median(walls), {k: statistics.median(v) for k, v in stages.items()}, result
+
+    with torch.inference_mode():
+        full_edit()  # warm-up
+        wall, stages, result = measure(full_edit, repeat)
+        re_wall, re_stages, _ = measure(lambda: editor.rerender(photo, result, 0.7), repeat)
+        with ops.reference_ops():
+            ref_wall, _, _ = measure(full_edit, max(1, repeat // 2))
+    print(f"{size}x{size} photo, one face ({result.faces[0].state.transform.qsize:.0f} px square), {device}, "
+          f"threads={torch.get_num_threads()}, median of {repeat}")
+    print(f"full edit            {wall:8.2f} s")
+    for k, v in sorted(stages.items(), key=lambda kv: -kv[1]):
+        print(f"  {k:<18} {v:8.3f} s")
+    outside = sum(stages.get(k, 0.0) for k in ("faces", "align", "composite"))
+    print(f"outside the networks {outside:8.3f} s ({outside / wall:.1%} of the edit: faces, align, composite)")
+    print(f"strength re-render   {re_wall:8.2f} s  (synthesize {re_stages.get('synthesize', 0):.2f}, "
+          f"parse {re_stages.get('parse', 0):.2f}, composite {re_stages.get('composite', 0):.2f})")
+    print(f"ratio full edit / re-render: {wall / re_wall:.2f}x")
+    print(f"full edit with the reference ops (zero insertion + conv): {ref_wall:.2f} s, "
+          f"ratio {ref_wall / wall:.2f}x")
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
-    if args.what != "models":
-        print(f"unknown benchmark {args.what!r}", file=sys.stderr)
-        return 2
+    if args.what == "pipeline":
+        return run_pipeline(args.device, args.repeat, args.size)
     names = args.only.split(",") if args.only else list(CASES)
     unknown = [n for n in names if n not in CASES]
     if unknown:
@@ -175,7 +242,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("bench", help="benchmark the networks (median times, peak memory)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["models"], help="what to benchmark")
+    p.add_argument("what", choices=["models", "pipeline"],
+                   help="models: each network alone; pipeline: a whole edit and a strength re-render")
+    p.add_argument("--size", type=int, default=2048, help="pipeline: the photo's side in pixels")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
