@@ -1,0 +1,333 @@
+"""Runs inside real Krita (through the harness plug-in): drives the HairCLIP plug-in and records checks.
+
+Environment: HC_E2E_ENDPOINT (the server), HC_E2E_PHOTO (a PNG), HC_E2E_OUT (a JSON report to write).
+Every check lands in the report with its details; main() returns 0 only if all passed.
+"""
+
+import json
+import os
+import struct
+import sys
+import time
+import traceback
+
+from krita import Krita
+
+if "PyQt6" in sys.modules:
+    from PyQt6.QtWidgets import QDialog, QMenu
+else:
+    from PyQt5.QtWidgets import QDialog, QMenu
+
+ENDPOINT = os.environ["HC_E2E_ENDPOINT"]
+checks: list[dict] = []
+timings: dict[str, float] = {}
+
+
+def check(name: str, ok, detail="") -> bool:
+    checks.append({"name": name, "ok": bool(ok), "detail": str(detail)[:2000]})
+    return bool(ok)
+
+
+def until(cond, timeout: float = 120.0):
+    """A condition for the harness to wait on: cond() true, or the timeout gone (check cond() after)."""
+    end = time.monotonic() + timeout
+    return lambda: cond() or time.monotonic() > end
+
+
+def uid(node) -> str:
+    return node.uniqueId().toString()
+
+
+def undo(doc):
+    Krita.instance().action("edit_undo").trigger()
+    doc.waitForDone()
+    yield 400
+
+
+def activate(doc, node):
+    def ok():
+        doc.setActiveNode(node)
+        return doc.activeNode() is not None and uid(doc.activeNode()) == uid(node)
+    yield until(ok, 10)
+
+
+def open_view(doc):
+    k = Krita.instance()
+    k.activeWindow().addView(doc)
+    k.setActiveDocument(doc)
+    yield 500
+
+
+def finished(task):
+    return lambda: task.finished
+
+
+def masks_of(node):
+    return [c for c in node.childNodes() if c.type() == "transparencymask"]
+
+
+# ---------------------------------------------------------------------------------------------- checks
+
+def check_action_in_filter_menu() -> None:
+    k = Krita.instance()
+    action = k.action("hairclip_edit")
+    if not check("action registered", action is not None):
+        return
+    menus = [w for w in action.associatedWidgets() if isinstance(w, QMenu)]
+    titles = [m.title().replace("&", "") for m in menus]
+    check("action in the Filter menu", any(t.lower().startswith("filter") for t in titles), titles)
+
+
+def check_layouts() -> None:
+    """Our table of Krita's memory orders against what Krita reports (English channel names)."""
+    from hairclip_shared.editing import krita_layout
+
+    k = Krita.instance()
+    for depth in ("U8", "U16", "F16", "F32"):
+        doc = k.createDocument(4, 2, f"layout {depth}", "RGBA", depth, "", 72.0)
+        node = doc.rootNode().childNodes()[0]
+        chans = sorted(node.channels(), key=lambda c: c.position())
+        order = "".join(c.name()[0] for c in chans)
+        lay = krita_layout(node.colorModel(), node.colorDepth(), node.colorProfile())
+        check(f"channel order {depth}", order == lay.order, f"Krita {order}, table {lay.order}, "
+              f"profile {node.colorProfile()}, gamma {lay.gamma}")
+        doc.close()
+
+
+def check_linear_float_read() -> None:
+    """A linear-light float pixel reaches the wire as its sRGB encoding, read from real Krita."""
+    from hairclip import kritadoc
+    from hairclip_shared.editing import to_wire
+
+    k = Krita.instance()
+    doc = k.createDocument(2, 1, "f32", "RGBA", "F32", "sRGB-elle-V2-g10.icc", 72.0)
+    node = doc.rootNode().childNodes()[0]
+    node.setPixelData(struct.pack("<8f", 0.21404, 1.0, 0.0, 1.0, 2.0, 0.5, 0.0, 0.5), 0, 0, 2, 1)
+    px = kritadoc.read_layer(doc, node)
+    im = to_wire(px.data, px.rect.w, px.rect.h, px.layout)
+    vals = struct.unpack("<8f", im.tobytes())
+    want = (0.5, 1.0, 0.0, 1.0, 1.0, 0.7354, 0.0, 0.5)
+    check("F32 linear pixels sent as sRGB", im.channels == "RGBA" and im.depth == "f32"
+          and all(abs(a - b) < 2e-3 for a, b in zip(vals, want, strict=True)), vals)
+    doc.close()
+
+
+def check_photo_edit(photo: str):
+    from hairclip.scripting import start_edit
+
+    k = Krita.instance()
+    doc = k.openDocument(photo)
+    yield from open_view(doc)
+    source = doc.rootNode().childNodes()[0]
+    yield from activate(doc, source)
+    w, h = doc.width(), doc.height()
+    before = bytes(source.pixelData(0, 0, w, h))
+    nodes_before = [uid(n) for n in doc.rootNode().childNodes()]
+    check("photo opened as 8-bit RGBA", (source.colorModel(), source.colorDepth()) == ("RGBA", "U8"),
+          (source.colorModel(), source.colorDepth(), source.colorProfile()))
+    t0 = time.monotonic()
+    task = start_edit(doc, source, hairstyle="bob cut", colour="purple", endpoint=ENDPOINT)
+    yield until(finished(task), 300)
+    timings["photo edit (start_edit)"] = time.monotonic() - t0
+    if not check("photo edit finished", task.state == "done", (task.state, task.error)):
+        return
+    out = task.outcome
+    yield 300
+    siblings = doc.rootNode().childNodes()  # bottom to top
+    ids = [uid(n) for n in siblings]
+    layer = next((n for n in siblings if uid(n) == out.layer_id), None)
+    if not check("result layer exists", layer is not None, out):
+        return
+    check("named after the edit", layer.name() == "HairCLIP: bob cut, purple", layer.name())
+    check("directly above the source", ids.index(out.layer_id) == ids.index(uid(source)) + 1, ids)
+    check("a paint layer", layer.type() == "paintlayer", layer.type())
+    b = layer.bounds()
+    check("document's size", (b.x(), b.y(), b.width(), b.height()) == (0, 0, w, h),
+          (b.x(), b.y(), b.width(), b.height(), w, h))
+    masks = masks_of(layer)
+    check("has a transparency mask", len(masks) == 1 and out.mask,
+          ([m.type() for m in layer.childNodes()], out))
+    check("source pixels unchanged", bytes(source.pixelData(0, 0, w, h)) == before)
+    check("source got no mask", not masks_of(source))
+    check("active layer restored", doc.activeNode() is not None and uid(doc.activeNode()) == uid(source),
+          doc.activeNode().name() if doc.activeNode() else None)
+    expected_steps = 1 if hasattr(doc, "createTransparencyMask") else 2
+    check("undo steps as documented", out.undo_steps == expected_steps, (out.undo_steps, expected_steps))
+    if masks:  # the mask is a real, paintable transparency mask: it decides what the layer shows
+        mask = masks[0]
+        saved = bytes(mask.pixelData(0, 0, w, h))
+        check("mask holds one byte per pixel", len(saved) == w * h, len(saved))
+        check("mask holds the edit (not all opaque, not empty)", 0 < sum(saved) < 255 * w * h, sum(saved))
+        layer_px = bytes(layer.pixelData(0, 0, w, h))
+        mask.setPixelData(bytes([255]) * (w * h), 0, 0, w, h)
+        doc.refreshProjection()
+        doc.waitForDone()
+        check("mask 255 shows the result layer",
+              bytes(doc.rootNode().projectionPixelData(0, 0, w, h)) == layer_px)
+        mask.setPixelData(bytes(w * h), 0, 0, w, h)
+        doc.refreshProjection()
+        doc.waitForDone()
+        check("mask 0 shows the source", bytes(doc.rootNode().projectionPixelData(0, 0, w, h)) == before)
+        mask.setPixelData(saved, 0, 0, w, h)
+        doc.refreshProjection()
+    for i in range(out.undo_steps):
+        yield from undo(doc)
+        if i == 0 and out.undo_steps == 2:
+            check("first undo removes the mask (Krita 5.1)", not masks_of(layer) and
+                  out.layer_id in [uid(n) for n in doc.rootNode().childNodes()])
+    ids_after = [uid(n) for n in doc.rootNode().childNodes()]
+    check("undo removes the layer", ids_after == nodes_before, (ids_after, nodes_before))
+    check("source pixels unchanged after undo", bytes(source.pixelData(0, 0, w, h)) == before)
+    doc.setModified(False)
+
+
+def check_dialog():
+    """The Filters > HairCLIP... dialog: connect, show presets, Apply, then re-render from the slider."""
+    k = Krita.instance()
+    doc = k.activeDocument()
+    source = doc.activeNode()
+    k.action("hairclip_edit").trigger()
+    ext = next((e for e in k.extensions() if type(e).__name__ == "HairclipExtension"), None)
+    dialog = ext.dialog if ext is not None else None
+    if not check("dialog opened", isinstance(dialog, QDialog) and dialog.isVisible()):
+        return
+    model = dialog.model
+    if model.settings.endpoint != ENDPOINT:
+        dialog.endpoint.setText(ENDPOINT)
+        dialog.endpoint.editingFinished.emit()
+    yield until(lambda: model.server_state == "connected", 30)
+    check("dialog connects", model.server_state == "connected", model.connection.message)
+    check("presets from the server", dialog.style_text.count() == len(model.presets[0]) > 0 and
+          dialog.colour_text.count() > 0, (dialog.style_text.count(), dialog.colour_text.count()))
+    dialog.style_mode.setCurrentIndex(dialog.style_mode.findData("text"))
+    dialog.style_text.setEditText("afro")
+    dialog.colour_mode.setCurrentIndex(dialog.colour_mode.findData("rgb"))
+    model.update(rgb="#7f3fbf")  # the colour picker is a modal dialog; set its result directly
+    dialog.strength.setValue(100)
+    before_ids = [uid(n) for n in doc.rootNode().childNodes()]
+    t0 = time.monotonic()
+    dialog.apply_button.click()
+    yield until(lambda: model.task is not None and model.task.finished, 300)
+    timings["dialog Apply"] = time.monotonic() - t0
+    task = model.task
+    if not check("dialog Apply finished", task is not None and task.state == "done",
+                 (task.state if task else None, model.error)):
+        return
+    layer_id = task.outcome.layer_id
+    ids = [uid(n) for n in doc.rootNode().childNodes()]
+    check("dialog result above the active layer", ids.index(layer_id) == ids.index(uid(source)) + 1,
+          (ids, before_ids))
+    new = next(n for n in doc.rootNode().childNodes() if uid(n) == layer_id)
+    check("dialog result named", new.name() == "HairCLIP: afro, #7f3fbf", new.name())
+    check("dialog result has a mask", task.outcome.mask and len(masks_of(new)) == 1, task.outcome)
+    check("dialog restored the active layer", uid(doc.activeNode()) == uid(source), doc.activeNode().name())
+    check("dialog shows the outcome", "Added 'HairCLIP: afro, #7f3fbf'" in dialog.status.text(),
+          dialog.status.text())
+    first_px = bytes(new.pixelData(0, 0, doc.width(), doc.height()))
+    t0 = time.monotonic()
+    dialog.strength.setValue(40)  # a re-render from the server's caches, into the same layer
+    yield until(lambda: model.task is not task and model.task is not None and model.task.finished, 120)
+    timings["strength re-render"] = time.monotonic() - t0
+    rt = model.task
+    done = rt is not task and rt is not None and rt.state == "done"
+    check("strength re-render finished", done, (rt.state if rt else None, model.error))
+    if done:
+        check("re-render updates the same layer",
+              rt.outcome.layer_id == layer_id and rt.outcome.undo_steps == 0, rt.outcome)
+        check("re-render renamed the layer", new.name() == "HairCLIP: afro, #7f3fbf (strength 0.4)",
+              new.name())
+        check("re-render is a new server job", rt.outcome.job_id != task.outcome.job_id, rt.outcome.job_id)
+        check("re-render changed pixels", bytes(new.pixelData(0, 0, doc.width(), doc.height())) != first_px)
+    dialog.close()
+    doc.setModified(False)
+
+
+def check_offset_16bit_edit():
+    """A 16-bit linear layer that is offset and hangs over the canvas edge, in a document of its own."""
+    from hairclip.scripting import start_edit
+
+    k = Krita.instance()
+    w, h = 320, 300  # random-tiny's detector puts one face in the middle; real faces need >= 128 px
+    doc = k.createDocument(w, h, "offset", "RGBA", "U16", "sRGB-elle-V2-g10.icc", 72.0)
+    bg = doc.rootNode().childNodes()[0]
+    layer = doc.createNode("face", "paintlayer")
+    lw, lh, lx, ly = 340, 280, -40, 40  # 40 px left of the canvas, 20 px below it
+    px = bytearray()
+    for y in range(lh):
+        for x in range(lw):
+            v = 1000 + 400 * x + 200 * y
+            px += struct.pack("<4H", v % 65536, (3 * v) % 65536, (7 * v) % 65536, 65535)
+    layer.setPixelData(bytes(px), lx, ly, lw, lh)
+    doc.rootNode().addChildNode(layer, bg)
+    yield from open_view(doc)
+    yield from activate(doc, layer)
+    b = layer.bounds()
+    before = bytes(layer.pixelData(b.x(), b.y(), b.width(), b.height()))
+    t0 = time.monotonic()
+    task = start_edit(doc, layer, hairstyle="afro", rgb="#3060c0", strength=1.5, endpoint=ENDPOINT)
+    yield until(finished(task), 300)
+    timings["offset 16-bit edit (start_edit)"] = time.monotonic() - t0
+    if not check("16-bit edit finished", task.state == "done", (task.state, task.error)):
+        return
+    out = task.outcome
+    new = next(n for n in doc.rootNode().childNodes() if uid(n) == out.layer_id)
+    nb = new.bounds()
+    want = (0, ly, lx + lw, min(ly + lh, h) - ly)  # the part of the layer inside the canvas
+    check("16-bit: result covers the layer's part inside the canvas",
+          (nb.x(), nb.y(), nb.width(), nb.height()) == want,
+          ((nb.x(), nb.y(), nb.width(), nb.height()), want))
+    check("16-bit: result keeps the layer's colour space",
+          (new.colorModel(), new.colorDepth(), new.colorProfile()) ==
+          (layer.colorModel(), layer.colorDepth(), layer.colorProfile()),
+          (new.colorModel(), new.colorDepth(), new.colorProfile()))
+    check("16-bit: named with the RGB and strength", new.name() == "HairCLIP: afro, #3060c0 (strength 1.5)",
+          new.name())
+    check("16-bit: source pixels unchanged", bytes(layer.pixelData(b.x(), b.y(), b.width(), b.height()))
+          == before)
+    check("16-bit: has a transparency mask", len(masks_of(new)) == 1 and out.mask, out)
+    doc.setModified(False)
+
+
+def check_blocking_run_edit():
+    """run_edit blocks in a nested event loop: the layer lands; on Krita 5.1 its alpha is baked in."""
+    from hairclip.scripting import run_edit
+
+    k = Krita.instance()
+    doc = k.createDocument(256, 256, "blocking", "RGBA", "U8", "", 72.0)
+    bg = doc.rootNode().childNodes()[0]
+    yield from open_view(doc)
+    t0 = time.monotonic()
+    out = run_edit(doc, bg, colour="blond", endpoint=ENDPOINT, timeout=300)
+    timings["blocking run_edit"] = time.monotonic() - t0
+    yield 300
+    ids = [uid(n) for n in doc.rootNode().childNodes()]
+    check("run_edit: layer above the source", ids.index(out.layer_id) == ids.index(uid(bg)) + 1, ids)
+    check("run_edit: one undo step", out.undo_steps == 1, out)
+    new = next(n for n in doc.rootNode().childNodes() if uid(n) == out.layer_id)
+    if hasattr(doc, "createTransparencyMask"):
+        check("run_edit: mask (Krita 5.2+)", out.mask and len(masks_of(new)) == 1, out)
+    else:
+        check("run_edit: alpha baked, and said so (Krita 5.1)", not out.mask and not masks_of(new)
+              and "main event loop" in out.note, out)
+    yield from undo(doc)
+    check("run_edit: undo removes the layer", [uid(n) for n in doc.rootNode().childNodes()] == [uid(bg)])
+    doc.setModified(False)
+
+
+def main():
+    t_all = time.monotonic()
+    steps = (check_action_in_filter_menu, check_layouts, check_linear_float_read,
+             lambda: check_photo_edit(os.environ["HC_E2E_PHOTO"]), check_dialog, check_offset_16bit_edit,
+             check_blocking_run_edit)
+    for fn in steps:
+        try:
+            result = fn()
+            if result is not None:
+                yield from result
+        except BaseException:
+            check(f"{getattr(fn, '__name__', 'step')} ran", False, traceback.format_exc())
+    timings["all checks"] = time.monotonic() - t_all
+    report = {"krita": Krita.instance().version(), "checks": checks, "timings": timings}
+    with open(os.environ["HC_E2E_OUT"], "w") as f:
+        json.dump(report, f, indent=1)
+    return 0 if checks and all(c["ok"] for c in checks) else 1

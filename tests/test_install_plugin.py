@@ -1,0 +1,183 @@
+"""`hairclip install-plugin`: where files go, how Krita's Python gets pyzmq/msgpack, and enabling the plug-in.
+pip is replaced by a runner that writes real (tiny) wheels, so nothing here touches the network."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import types
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from hairclip import install_plugin as ip
+from hairclip.cli import build_parser
+
+
+def _args(**kw) -> argparse.Namespace:
+    base = dict(editor="krita", dest=None, deps="none", python=None, platform=None, system="Linux",
+                kritarc=None, enable=True, dry_run=False)
+    base.update(kw)
+    return argparse.Namespace(**base)
+
+
+def _wheel(path: Path, module: str) -> None:
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr(f"{module}/__init__.py", f"NAME = {module!r}\n")
+        z.writestr(f"{module}-1.0.dist-info/METADATA", "Name: x\n")
+
+
+class FakePip:
+    """Stands in for `pip download`: records the command and drops one small wheel per package."""
+
+    def __init__(self, returncode=0, skip=()):
+        self.calls, self.returncode, self.skip = [], returncode, skip
+
+    def __call__(self, cmd, **kw):
+        self.calls.append(cmd)
+        if "download" in cmd:
+            dest = Path(cmd[cmd.index("-d") + 1])
+            for pkg in ("pyzmq", "msgpack"):
+                if pkg not in self.skip:
+                    _wheel(dest / f"{pkg}-1.0-cp310-cp310-win_amd64.whl", {"pyzmq": "zmq"}.get(pkg, pkg))
+        return subprocess.CompletedProcess(cmd, self.returncode, "", "no matching distribution")
+
+
+def test_installs_plugin_shared_client_and_enables_it(tmp_path):
+    dest, rc = tmp_path / "pykrita", tmp_path / "config" / "kritarc"
+    ip.install_krita(_args(dest=dest, kritarc=rc), log=lambda s: None)
+    assert (dest / "hairclip.desktop").read_text().count("X-KDE-Library=hairclip") == 1
+    for f in ("__init__.py", "kritadoc.py", "jobs.py", "model.py", "ui.py", "scripting.py", "qt.py"):
+        assert (dest / "hairclip" / f).is_file(), f
+    shared = dest / "hairclip" / "vendor" / "hairclip_shared"
+    assert {"client.py", "protocol.py", "editing.py"} <= {p.name for p in shared.iterdir()}
+    assert not list(dest.rglob("__pycache__"))
+    assert rc.read_text() == "[python]\nenable_hairclip=true\n"
+
+
+def test_reinstall_leaves_nothing_stale(tmp_path):
+    dest = tmp_path / "pykrita"
+    ip.install_krita(_args(dest=dest, kritarc=tmp_path / "rc"), log=lambda s: None)
+    (dest / "hairclip" / "old_module.py").write_text("x = 1\n")
+    (dest / "hairclip" / "vendor" / "zmq").mkdir()
+    ip.install_krita(_args(dest=dest, kritarc=tmp_path / "rc"), log=lambda s: None)
+    assert not (dest / "hairclip" / "old_module.py").exists()
+    assert not (dest / "hairclip" / "vendor" / "zmq").exists()
+
+
+def test_dry_run_changes_nothing(tmp_path):
+    lines = []
+    args = _args(dest=tmp_path / "pykrita", kritarc=tmp_path / "rc", dry_run=True)
+    ip.install_krita(args, log=lines.append)
+    assert not (tmp_path / "pykrita").exists() and not (tmp_path / "rc").exists()
+    assert "pykrita" in lines[0]
+
+
+def test_kritarc_edit_keeps_everything_else(tmp_path):
+    rc = tmp_path / "kritarc"
+    rc.write_text("[General]\nfoo=1\n\n[python]\nenable_other=true\nenable_hairclip=false\n\n[Zed]\nz=2\n")
+    ip.enable_in_kritarc(rc)
+    assert rc.read_text() == ("[General]\nfoo=1\n\n[python]\nenable_other=true\nenable_hairclip=true\n\n"
+                              "[Zed]\nz=2\n")
+    rc.write_text("[General]\nfoo=1\n[python]\nenable_other=true\n[Zed]\nz=2\n")
+    ip.enable_in_kritarc(rc)
+    assert rc.read_text() == ("[General]\nfoo=1\n[python]\nenable_other=true\nenable_hairclip=true\n"
+                              "[Zed]\nz=2\n")
+    rc.write_text("[General]\nfoo=1\n")
+    ip.enable_in_kritarc(rc, "hcharness")
+    ip.enable_in_kritarc(rc, "hcharness")
+    assert rc.read_text() == "[General]\nfoo=1\n\n[python]\nenable_hcharness=true\n"
+
+
+def test_user_dirs_per_os(tmp_path):
+    home = tmp_path
+    assert ip.krita_user_dirs("Linux", {}, home) == (home / ".local/share/krita/pykrita",
+                                                     home / ".config/kritarc")
+    assert ip.krita_user_dirs("Linux", {"XDG_DATA_HOME": "/d", "XDG_CONFIG_HOME": "/c"}, home) == \
+        (Path("/d/krita/pykrita"), Path("/c/kritarc"))
+    assert ip.krita_user_dirs("Windows", {"APPDATA": "C:/A", "LOCALAPPDATA": "C:/L"}, home) == \
+        (Path("C:/A/krita/pykrita"), Path("C:/L/kritarc"))
+    assert ip.krita_user_dirs("Darwin", {}, home) == (home / "Library/Application Support/krita/pykrita",
+                                                      home / "Library/Preferences/kritarc")
+
+
+def test_wheels_are_fetched_for_kritas_python_and_unpacked(tmp_path):
+    pip = FakePip()
+    names = ip.fetch_wheels(tmp_path / "vendor", "3.10", ["win_amd64"], run=pip)
+    cmd = pip.calls[0]
+    assert cmd[cmd.index("--python-version") + 1] == "3.10" and "--only-binary=:all:" in cmd
+    assert cmd[cmd.index("--implementation") + 1] == "cp" and cmd[cmd.index("--platform") + 1] == "win_amd64"
+    assert cmd[-2:] == ["pyzmq", "msgpack"] and len(names) == 2
+    assert (tmp_path / "vendor" / "zmq" / "__init__.py").read_text() == "NAME = 'zmq'\n"
+    assert (tmp_path / "vendor" / "msgpack" / "__init__.py").exists()
+
+
+def test_wheel_failures_are_reported(tmp_path):
+    with pytest.raises(ip.InstallError, match="no matching distribution"):
+        ip.fetch_wheels(tmp_path, "3.10", ["win_amd64"], run=FakePip(returncode=1))
+    with pytest.raises(ip.InstallError, match="no wheel for msgpack"):
+        ip.fetch_wheels(tmp_path, "3.10", ["win_amd64"], run=FakePip(skip=("msgpack",)))
+    with pytest.raises(ip.InstallError, match="3.10"):
+        ip.fetch_wheels(tmp_path, "python3", ["win_amd64"], run=FakePip())
+
+
+def test_windows_install_vendors_wheels_for_the_embedded_python(tmp_path):
+    pip = FakePip()
+    ip.install_krita(_args(dest=tmp_path / "pykrita", kritarc=tmp_path / "rc", deps="auto", system="Windows"),
+                     run=pip, log=lambda s: None)
+    cmd = pip.calls[-1]
+    assert cmd[cmd.index("--python-version") + 1] == ip.EMBEDDED_PYTHON
+    assert (tmp_path / "pykrita" / "hairclip" / "vendor" / "zmq" / "__init__.py").exists()
+
+
+def test_platform_tags():
+    assert ip.wheel_platforms("Windows", "AMD64") == ["win_amd64"]
+    assert ip.wheel_platforms("Darwin", "arm64")[0] == "macosx_11_0_universal2"
+    assert ip.wheel_platforms("Linux", "x86_64") == ["manylinux2014_x86_64", "manylinux_2_17_x86_64",
+                                                      "manylinux_2_28_x86_64"]
+
+
+def test_linux_distribution_build_uses_the_system_python(tmp_path):
+    lib = tmp_path / "usr" / "lib" / "x86_64-linux-gnu" / "krita-python-libs" / "PyKrita"
+    lib.mkdir(parents=True)
+    (lib / "krita.so").write_bytes(b"\x7fELF...libpython3.11.so.1.0\x00...")
+    assert ip.distro_krita_python([tmp_path / "usr" / "lib"]) == "3.11"
+    assert ip.distro_krita_python([tmp_path / "nowhere"]) is None
+
+    def run_ok(cmd, **kw):
+        return subprocess.CompletedProcess(cmd, 0)
+
+    def run_missing(cmd, **kw):
+        return subprocess.CompletedProcess(cmd, 1)
+
+    assert ip.plan_deps("auto", "Linux", None, run_ok, lambda: "3.11")[:2] == ("system", "3.11")
+    assert ip.plan_deps("auto", "Linux", None, run_missing, lambda: "3.11")[:2] == ("wheels", "3.11")
+    assert ip.plan_deps("auto", "Linux", None, run_ok, lambda: None)[:2] == ("wheels", ip.EMBEDDED_PYTHON)
+    with pytest.raises(ip.InstallError, match="python3-zmq"):
+        ip.plan_deps("system", "Linux", None, run_missing, lambda: "3.11")
+    assert ip.plan_deps("wheels", "Linux", "3.12", run_ok, lambda: "3.11")[:2] == ("wheels", "3.12")
+
+
+def test_cli_registers_both_editors(monkeypatch, capsys):
+    parser = build_parser()
+    args = parser.parse_args(["install-plugin", "krita", "--dest", "/x", "--deps", "wheels", "--python",
+                              "3.10", "--platform", "win_amd64", "--no-enable", "--dry-run"])
+    assert (args.editor, args.dest, args.deps, args.platform, args.enable) == ("krita", Path("/x"), "wheels",
+                                                                               ["win_amd64"], False)
+    called = []
+    fake = types.ModuleType("hairclip.install_gimp")
+    fake.install = lambda a: called.append(a) or 0
+    monkeypatch.setitem(sys.modules, "hairclip.install_gimp", fake)
+    args = build_parser().parse_args(["install-plugin", "gimp", "--dest", "/g"])
+    assert args.func(args) == 0 and called[0].dest == Path("/g")
+
+
+def test_gimp_target_says_when_its_installer_is_missing(monkeypatch):
+    def missing(name):
+        raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+    monkeypatch.setattr(ip.importlib, "import_module", missing)
+    with pytest.raises(ip.InstallError, match="GIMP installer"):
+        ip._cmd_gimp(argparse.Namespace(dest=None))
