@@ -142,6 +142,10 @@ def _cmd_edit(args: argparse.Namespace) -> int:
     refs = {"hairstyle": load_image(args.hairstyle_ref) if args.hairstyle_ref else None,
             "color": load_image(args.color_ref) if args.color_ref else None}
     runner = OnServer(args) if args.server else InProcess(args)
+    if batch:
+        args.output.mkdir(parents=True, exist_ok=True)
+        if args.layer:
+            args.layer.mkdir(parents=True, exist_ok=True)
     failures = 0
     progress = _progress(inputs) if batch else inputs
     for path in progress:
@@ -150,6 +154,7 @@ def _cmd_edit(args: argparse.Namespace) -> int:
             t0 = time.perf_counter()
             photo = load_image(path)
             outcome = runner.run(photo, args, refs)
+            out.parent.mkdir(parents=True, exist_ok=True)
             save_image(out, composite(photo, outcome.layer))
             if args.layer:
                 layer_path = args.layer / f"{path.stem}_layer.png" if batch else args.layer
