@@ -572,12 +572,14 @@ def test_status_prints_the_hello_or_a_clear_not_running(capsys):
     assert "not running" in capsys.readouterr().err
 
 
-def test_serve_without_a_real_engine_fails_clearly(capsys):
+def test_serve_without_weights_offline_names_the_files_to_import(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("HAIRCLIP_WEIGHTS", str(tmp_path / "empty-store"))
     parser = argparse.ArgumentParser()
     register_cli(parser.add_subparsers())
-    args = parser.parse_args(["serve"])
-    assert args.func(args) == 2
-    assert "no model engine is available" in capsys.readouterr().err
+    args = parser.parse_args(["serve", "--no-download", "--device", "cpu"])
+    assert args.func(args) == 1
+    err = capsys.readouterr().err
+    assert "hairclip.pt" in err and "hairclip weights import DIR" in err
 
 
 def test_serve_on_a_busy_address_says_so(capsys):

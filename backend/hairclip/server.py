@@ -666,6 +666,9 @@ def _cmd_serve(args: argparse.Namespace, engine_factory: EngineFactory | None) -
     log.info("starting the engine (device %s)", args.device)
     try:
         engine = engine_factory(args)
+    except HairclipError as e:  # missing weights and the like: the message says what to do
+        print(f"hairclip serve: the engine did not start: {e.message}", file=sys.stderr)
+        return 1
     except Exception as e:
         log.exception("the engine did not start")
         print(f"hairclip serve: the engine did not start: {e}", file=sys.stderr)
