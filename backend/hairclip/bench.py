@@ -83,9 +83,10 @@ def _run_one(name: str, device_name: str, repeat: int, warmup: int) -> dict:
     """Runs in the child process: build, warm up, time ``repeat`` forwards, report as JSON."""
     import torch
 
-    from hairclip.device import inference_dtype, pick_device
+    from hairclip.device import inference_dtype, pick_device, prepare
 
     device = pick_device(device_name)
+    prepare(device)
     dtype = inference_dtype(device)
     base_mb = _max_rss_mb()
     with torch.inference_mode():

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hairclip.device import inference_dtype, pick_device
+from hairclip.device import inference_dtype, pick_device, prepare
 from hairclip.nets.e4e import Encoder4Editing
 from hairclip.nets.mapper import TINY_CLIP, HairMapper, build_clip
 from hairclip.nets.parsenet import UNet
@@ -76,6 +76,7 @@ class Models:
         return models.to(dev)
 
     def to(self, device: torch.device) -> Models:
+        prepare(device)
         self.device = device
         for net in (self.encoder, self.mapper, self.decoder, self.parser):
             net.to(device).eval().requires_grad_(False)
