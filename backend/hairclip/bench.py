@@ -170,6 +170,30 @@ def _random_full_models(device):
                   {"all": "random full-size"}).to(device)
 
 
+def _time_detector(photo, device, repeat: int) -> float:
+    """Median time of the real detector networks (random weights, so what they find is meaningless)."""
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    from hairclip.pipeline.faces import FAN, S3FD, FanDetector
+
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.save(S3FD().state_dict(), Path(tmp) / "s3fd.pth")
+        torch.save(FAN(4).state_dict(), Path(tmp) / "fan.pth")
+        detector = FanDetector(Path(tmp) / "s3fd.pth", Path(tmp) / "fan.pth", device)
+    h, w = photo.shape[:2]
+    box = [[w * 0.25, h * 0.25, w * 0.75, h * 0.75, 1.0]]
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        detector.boxes(photo)
+        detector.landmarks(photo, box)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
 def run_pipeline(device_name: str, repeat: int, size: int) -> int:
     """Per-stage medians of a full edit of a ``size``² photo with one face, and of a strength-only re-render."""
     import numpy as np
@@ -208,12 +232,15 @@ def run_pipeline(device_name: str, repeat: int, size: int) -> int:
         re_wall, re_stages, _ = measure(lambda: editor.rerender(photo, result, 0.7), repeat)
         with ops.reference_ops():
             ref_wall, _, _ = measure(full_edit, max(1, repeat // 2))
+        detect = _time_detector(photo, device, repeat)
     print(f"{size}x{size} photo, one face ({result.faces[0].state.transform.qsize:.0f} px square), {device}, "
           f"threads={torch.get_num_threads()}, median of {repeat}")
     print(f"full edit            {wall:8.2f} s")
     for k, v in sorted(stages.items(), key=lambda kv: -kv[1]):
         print(f"  {k:<18} {v:8.3f} s")
     outside = sum(stages.get(k, 0.0) for k in ("faces", "align", "composite"))
+    print(f"face detection       {detect:8.2f} s  (S3FD + 2D-FAN-4 at full size, random weights; the timings "
+          "above use a fixed face)")
     print(f"outside the networks {outside:8.3f} s ({outside / wall:.1%} of the edit: faces, align, composite)")
     print(f"strength re-render   {re_wall:8.2f} s  (synthesize {re_stages.get('synthesize', 0):.2f}, "
           f"parse {re_stages.get('parse', 0):.2f}, composite {re_stages.get('composite', 0):.2f})")

@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from hairclip.device import prepare
 from hairclip.images import check_photo
 from hairclip.pipeline import parse
 from hairclip.pipeline.align import AlignedFace, FaceTransform, align_face, aligned_input, to_rgb8
+from hairclip.pipeline.cache import LRUCache, content_key
 from hairclip.pipeline.composite import compose_layer, edit_mask, face_box, warp_face
 from hairclip.pipeline.conditions import ConditionEncoder, Conditions, image_tensor, match_hair_color
 from hairclip.pipeline.edit import apply_offset, edit_offset
@@ -81,6 +83,11 @@ class HairEditor:
         self.models = models
         self.inverter = Inverter(models.encoder, models.latent_avg)
         self.conditions = ConditionEncoder(models.mapper, models.parser, self._align_reference)
+        self.face_cache: LRUCache[list] = LRUCache(16)  # another text on the same photo detects nothing again
+
+    def detect(self, rgb8: np.ndarray) -> list:
+        detector = self.models.detector
+        return self.face_cache.get_or_compute((detector, content_key(rgb8)), lambda: detector.detect(rgb8))
 
     @property
     def device(self) -> torch.device:
@@ -88,7 +95,7 @@ class HairEditor:
 
     def _align_reference(self, photo: np.ndarray) -> np.ndarray:
         rgb = to_rgb8(check_photo(photo, "reference image"))
-        faces = self.models.detector.detect(rgb)
+        faces = self.detect(rgb)
         if not faces:
             raise NoFaceFound("no face was found in the reference image")
         pick = select_faces(faces, "largest")[0]
@@ -97,6 +104,7 @@ class HairEditor:
     def edit(self, photo: np.ndarray, conditions: Conditions, options: EditOptions = EditOptions(),
              progress: Progress = _no_progress) -> EditResult:
         """Edit every chosen face of ``photo`` (uint8/uint16/float, 1-4 channels; never modified)."""
+        prepare(self.device)
         photo = check_photo(photo, "photo")
         timings: dict[str, float] = {}
         with _timed(timings, "faces"):
@@ -106,7 +114,7 @@ class HairEditor:
                 aligned = [aligned_input(rgb8)]
                 indices = [0]
             else:
-                faces = self.models.detector.detect(rgb8)
+                faces = self.detect(rgb8)
                 if not faces:
                     raise NoFaceFound("no face was found in the photo")
                 indices = select_faces(faces, options.faces, options.selection)
@@ -135,6 +143,7 @@ class HairEditor:
     def rerender(self, photo: np.ndarray, previous: EditResult, strength: float,
                  progress: Progress = _no_progress) -> EditResult:
         """The same edit at another strength: synthesis, parsing and compositing only."""
+        prepare(self.device)
         photo = check_photo(photo, "photo")
         return self._render(photo, [f.state for f in previous.faces], strength, False, {}, progress)
 
