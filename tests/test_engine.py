@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from hairclip.images import from_wire, load_image, save_image, to_wire
 from hairclip.pipeline.models import Models
 from hairclip.server import Server
 from hairclip_shared.client import Client
-from hairclip_shared.protocol import EditRequest, EditResult, JobFailed, Progress
+from hairclip_shared.protocol import Cancelled, EditRequest, EditResult, JobFailed, Progress
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +105,32 @@ def test_cli_server_path_never_imports_torch(server, photo, tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert Path(tmp_path / "out.png").is_file()
+
+
+def test_cancel_in_the_middle_of_a_real_edit(server, photo):
+    with Client(server.endpoint) as client:
+        job = client.submit(EditRequest(source=to_wire(photo), hairstyle="mohawk"))
+        for event in job.events(timeout=120):
+            if isinstance(event, Progress):  # the pipeline has started: stop it between two stages
+                job.cancel()
+                break
+        with pytest.raises(Cancelled):
+            job.result(timeout=120)
+        assert client.submit(EditRequest(source=to_wire(photo), colour="blond")).result(timeout=120)  # serving on
+
+
+def test_eight_clients_five_jobs_each_all_come_back_to_their_sender(server):
+    def run(n: int) -> list[tuple[int, int]]:
+        h, w = 260 + 2 * n, 280 + n  # each client's own photo size, so a misrouted result shows
+        yy, xx = np.mgrid[0:h, 0:w]
+        sizes = []
+        with Client(server.endpoint) as client:  # one job at a time per client: 8 waiting fill the queue
+            for k in range(5):
+                source = to_wire(np.stack([(xx + k) % 256, yy % 256, xx % 256], -1).astype(np.uint8))
+                result = client.submit(EditRequest(source=source, colour="red")).result(timeout=300)
+                sizes.append((result.layer.width, result.layer.height))
+        return sizes
+
+    with ThreadPoolExecutor(8) as pool:
+        sizes = list(pool.map(run, range(8)))
+    assert sizes == [[(280 + n, 260 + 2 * n)] * 5 for n in range(8)]

@@ -191,3 +191,16 @@ def test_reference_without_face_or_hair(editor, photo):
     finally:
         with torch.no_grad():
             final.bias.copy_(saved)
+
+
+def test_hair_interpolation_is_a_straight_line_between_two_edits(editor, photo):
+    from hairclip.pipeline.edit import apply_offset, interpolate
+
+    a = editor.edit(photo, Conditions(hairstyle="afro")).faces[0].state
+    b = editor.edit(photo, Conditions(hairstyle="bob cut")).faces[0].state
+    assert torch.equal(interpolate(a.w, a.offset, b.offset, 0.0), apply_offset(a.w, a.offset))
+    assert torch.equal(interpolate(a.w, a.offset, b.offset, 1.0), apply_offset(a.w, b.offset))
+    mid = interpolate(a.w, a.offset, b.offset, 0.5)
+    assert torch.allclose(mid, (apply_offset(a.w, a.offset) + apply_offset(a.w, b.offset)) / 2, atol=1e-6)
+    with pytest.raises(ValueError, match="strength"):
+        apply_offset(a.w, a.offset, 2.5)
