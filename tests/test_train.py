@@ -371,3 +371,15 @@ def test_invert_folder_aligns_and_inverts_each_photo(tmp_path):
     assert len(latents) == 0 and "no face" in skipped[0][1]
     aligned, names, _ = invert_images(paths[1:2], inverter, None, progress=False, root=tmp_path)
     assert aligned.shape == (1, 18, 512) and names == ["p0.png"]
+
+
+def test_the_command_line_defaults_are_the_loss_and_sampling_defaults():
+    """TrainConfig (torch-free, for the CLI) repeats the official defaults; they must not drift apart."""
+    import dataclasses
+
+    from hairclip.train.losses import LossWeights
+
+    config = TrainConfig()
+    for cls in (LossWeights, D.SamplingProbabilities):
+        for f in dataclasses.fields(cls):
+            assert getattr(config, f.name) == f.default, f.name
