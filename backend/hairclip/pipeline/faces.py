@@ -26,11 +26,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from hairclip.errors import HairclipError
+from hairclip.nets.fan import FAN, N_LANDMARKS, ConvBlock, HourGlass  # noqa: F401  (part of this stage's API)
+from hairclip.nets.s3fd import S3FD, L2Norm  # noqa: F401
 
 DETECTOR_FILE = "s3fd-619a316812.pth"  # names in the weight store: the published file names
 LANDMARK_FILE = "2DFAN4-11f355bf06.pth.tar"
 
-N_LANDMARKS = 68
 EYE_LEFT, EYE_RIGHT = slice(36, 42), slice(42, 48)  # left/right as seen in the image
 MOUTH_LEFT, MOUTH_RIGHT = 48, 54
 
@@ -179,65 +180,7 @@ def _too_small(face: Face, min_side: float, n: int) -> str:
 # ---------------------------------------------------------------------------------------------- S3FD
 
 
-class L2Norm(nn.Module):
-    """Per-position L2 normalisation with a learned per-channel scale (ParseNet), so the shallow conv3-5
-    features can feed detection heads next to the much larger-valued deep ones."""
-
-    def __init__(self, channels: int, scale: float):
-        super().__init__()
-        self.weight = nn.Parameter(torch.full((channels,), float(scale)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x / (x.pow(2).sum(1, keepdim=True).sqrt() + 1e-10) * self.weight.view(1, -1, 1, 1)
-
-
-class S3FD(nn.Module):
-    """S3FD (Zhang et al. 2017): VGG-16 and six heads at strides 4..128, each cell one square anchor 4x its stride.
-
-    Attribute names are the weight file's keys. fc6 is a 3x3 conv with padding 3 and no dilation, as
-    face-alignment runs the published weights; its maps (and those after) are 2 cells larger on each side.
-    """
-
-    VGG = (("conv1", 3, 64, 2), ("conv2", 64, 128, 2), ("conv3", 128, 256, 3), ("conv4", 256, 512, 3),
-           ("conv5", 512, 512, 3))
-    HEADS = (("conv3_3_norm", 256), ("conv4_3_norm", 512), ("conv5_3_norm", 512), ("fc7", 1024),
-             ("conv6_2", 512), ("conv7_2", 256))
-
-    def __init__(self):
-        super().__init__()
-        for stage, cin, cout, n in self.VGG:
-            for i in range(n):
-                self.add_module(f"{stage}_{i + 1}", nn.Conv2d(cin if i == 0 else cout, cout, 3, padding=1))
-        self.fc6 = nn.Conv2d(512, 1024, 3, padding=3)
-        self.fc7 = nn.Conv2d(1024, 1024, 1)
-        self.conv6_1, self.conv6_2 = nn.Conv2d(1024, 256, 1), nn.Conv2d(256, 512, 3, stride=2, padding=1)
-        self.conv7_1, self.conv7_2 = nn.Conv2d(512, 128, 1), nn.Conv2d(128, 256, 3, stride=2, padding=1)
-        self.conv3_3_norm, self.conv4_3_norm, self.conv5_3_norm = L2Norm(256, 10), L2Norm(512, 8), L2Norm(512, 5)
-        for k, (name, ch) in enumerate(self.HEADS):
-            # the finest head scores 3 background classes ("max-out"), so tiny anchors are not swamped by false hits
-            self.add_module(f"{name}_mbox_conf", nn.Conv2d(ch, 4 if k == 0 else 2, 3, padding=1))
-            self.add_module(f"{name}_mbox_loc", nn.Conv2d(ch, 4, 3, padding=1))
-
-    def forward(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """BGR minus the VGG means [B, 3, H, W] -> per head (class logits [B, 2, h, w], box offsets [B, 4, h, w])."""
-        feats = []
-        for stage, _, _, n in self.VGG:
-            for i in range(n):
-                x = F.relu(getattr(self, f"{stage}_{i + 1}")(x))
-            if stage in ("conv3", "conv4", "conv5"):
-                feats.append(x)
-            x = F.max_pool2d(x, 2, 2)
-        x = F.relu(self.fc7(F.relu(self.fc6(x))))
-        feats.append(x)
-        x = F.relu(self.conv6_2(F.relu(self.conv6_1(x))))
-        feats.append(x)
-        feats.append(F.relu(self.conv7_2(F.relu(self.conv7_1(x)))))
-        feats[:3] = [self.conv3_3_norm(feats[0]), self.conv4_3_norm(feats[1]), self.conv5_3_norm(feats[2])]
-        out = [(getattr(self, f"{name}_mbox_conf")(f), getattr(self, f"{name}_mbox_loc")(f))
-               for (name, _), f in zip(self.HEADS, feats, strict=True)]
-        conf, loc = out[0]
-        out[0] = (torch.cat([conf[:, :3].amax(1, keepdim=True), conf[:, 3:]], 1), loc)
-        return out
+# The network is in hairclip.nets.s3fd; what follows turns its heads into boxes.
 
 
 S3FD_MEAN_BGR = (104.0, 117.0, 123.0)
@@ -287,79 +230,7 @@ def nms(dets: np.ndarray, iou: float = S3FD_NMS_IOU) -> list[int]:
 # ---------------------------------------------------------------------------------------------- FAN
 
 
-class ConvBlock(nn.Module):
-    """FAN's residual block: three pre-activated 3x3 convs of out/2, out/4, out/4 channels, concatenated
-    (multi-scale receptive fields at a third of the cost), plus the input, projected if the width changes."""
-
-    def __init__(self, cin: int, cout: int):
-        super().__init__()
-        self.bn1, self.conv1 = nn.BatchNorm2d(cin), nn.Conv2d(cin, cout // 2, 3, padding=1, bias=False)
-        self.bn2, self.conv2 = nn.BatchNorm2d(cout // 2), nn.Conv2d(cout // 2, cout // 4, 3, padding=1, bias=False)
-        self.bn3, self.conv3 = nn.BatchNorm2d(cout // 4), nn.Conv2d(cout // 4, cout // 4, 3, padding=1, bias=False)
-        self.downsample = (nn.Sequential(nn.BatchNorm2d(cin), nn.ReLU(), nn.Conv2d(cin, cout, 1, bias=False))
-                           if cin != cout else None)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a = self.conv1(F.relu(self.bn1(x)))
-        b = self.conv2(F.relu(self.bn2(a)))
-        c = self.conv3(F.relu(self.bn3(b)))
-        return torch.cat([a, b, c], 1) + (x if self.downsample is None else self.downsample(x))
-
-
-class HourGlass(nn.Module):
-    """At each of ``depth`` levels: a full-resolution branch b1, and b2 at half resolution, the next level
-    (or b2_plus at the bottom), b3, upsampled x2 and added. Module names are the weight file's."""
-
-    def __init__(self, depth: int, ch: int):
-        super().__init__()
-        self.depth = depth
-        for level in range(depth, 0, -1):  # registered outside-in, as the file lists them
-            self.add_module(f"b1_{level}", ConvBlock(ch, ch))
-            self.add_module(f"b2_{level}", ConvBlock(ch, ch))
-        self.b2_plus_1 = ConvBlock(ch, ch)
-        for level in range(1, depth + 1):
-            self.add_module(f"b3_{level}", ConvBlock(ch, ch))
-
-    def _level(self, level: int, x: torch.Tensor) -> torch.Tensor:
-        low = getattr(self, f"b2_{level}")(F.avg_pool2d(x, 2, 2))
-        low = self._level(level - 1, low) if level > 1 else self.b2_plus_1(low)
-        low = getattr(self, f"b3_{level}")(low)
-        return getattr(self, f"b1_{level}")(x) + F.interpolate(low, scale_factor=2.0, mode="nearest")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._level(self.depth, x)
-
-
-class FAN(nn.Module):
-    """Face Alignment Network (Bulat & Tzimiropoulos 2017): a stem to 64x64x256, then ``stacks`` hourglasses,
-    each predicting 68 heatmaps that (except the last) are fed back into the next one. 2D-FAN-4 has 4."""
-
-    def __init__(self, stacks: int = 4):
-        super().__init__()
-        self.stacks = stacks
-        self.conv1, self.bn1 = nn.Conv2d(3, 64, 7, stride=2, padding=3), nn.BatchNorm2d(64)
-        self.conv2, self.conv3, self.conv4 = ConvBlock(64, 128), ConvBlock(128, 128), ConvBlock(128, 256)
-        for i in range(stacks):
-            self.add_module(f"m{i}", HourGlass(4, 256))
-            self.add_module(f"top_m_{i}", ConvBlock(256, 256))
-            self.add_module(f"conv_last{i}", nn.Conv2d(256, 256, 1))
-            self.add_module(f"bn_end{i}", nn.BatchNorm2d(256))
-            self.add_module(f"l{i}", nn.Conv2d(256, N_LANDMARKS, 1))
-            if i < stacks - 1:
-                self.add_module(f"bl{i}", nn.Conv2d(256, 256, 1))
-                self.add_module(f"al{i}", nn.Conv2d(N_LANDMARKS, 256, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """RGB in [0, 1] [B, 3, 256, 256] -> the last stack's heatmaps [B, 68, 64, 64]."""
-        x = F.avg_pool2d(self.conv2(F.relu(self.bn1(self.conv1(x)))), 2, 2)
-        x = self.conv4(self.conv3(x))
-        for i in range(self.stacks):
-            y = getattr(self, f"top_m_{i}")(getattr(self, f"m{i}")(x))
-            y = F.relu(getattr(self, f"bn_end{i}")(getattr(self, f"conv_last{i}")(y)))
-            heat = getattr(self, f"l{i}")(y)
-            if i < self.stacks - 1:
-                x = x + getattr(self, f"bl{i}")(y) + getattr(self, f"al{i}")(heat)
-        return heat
+# The network is in hairclip.nets.fan; what follows turns its heatmaps into landmarks.
 
 
 def _mirror_order() -> list[int]:
