@@ -40,7 +40,10 @@ def check_photo(photo: np.ndarray, what: str = "image") -> np.ndarray:
 
 
 def load_image(path: str | Path) -> np.ndarray:
-    """A photo as [H,W,C] at its own depth: uint8, uint16 (16-bit PNG/TIFF) or float32."""
+    """A photo as [H,W,C] at its own depth: uint8, uint16 (16-bit PNG, 16-bit greyscale TIFF) or float32.
+
+    Pillow reduces 16-bit colour TIFFs to 8 bits; they are read, but at 8 bits.
+    """
     path = Path(path)
     if not path.is_file():
         raise BadImage(f"{path}: no such file")
@@ -79,7 +82,7 @@ def _atomic(path: Path, write) -> None:
 
 
 def save_image(path: str | Path, image: np.ndarray) -> None:
-    """Write in the format of the extension. PNG and TIFF keep 16 bits; JPEG and others are 8-bit, no alpha."""
+    """Write in the format of the extension. PNG keeps 16 bits; other formats get 8 bits, and JPEG no alpha."""
     path = Path(path)
     image = check_photo(image)
     ext = path.suffix.lower()
