@@ -3,6 +3,7 @@ weights (the published weights cannot be downloaded here, so what is tested is t
 
 import hashlib
 import math
+import re
 import socket
 import urllib.request
 
@@ -12,8 +13,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hairclip.checkpoints import CheckpointError, load_fan, load_s3fd
 from hairclip.errors import HairclipError
-from hairclip.pipeline import faces as fc
 from hairclip.pipeline.faces import (
     DETECTOR_FILE,
     FAN,
@@ -22,7 +23,6 @@ from hairclip.pipeline.faces import (
     MIRROR,
     S3FD,
     Face,
-    FaceModelError,
     FaceTooSmall,
     FanDetector,
     KnownFaces,
@@ -289,7 +289,7 @@ def no_network(monkeypatch):
 
 def test_loaders_read_the_published_formats_exactly(weight_files, no_network):
     s3fd_path, fan_path, s3fd, fan = weight_files
-    loaded_s3fd, loaded_fan = fc.load_s3fd(s3fd_path), fc.load_fan(fan_path)
+    loaded_s3fd, loaded_fan = load_s3fd(s3fd_path), load_fan(fan_path)
     assert loaded_fan.stacks == 1 and not loaded_s3fd.training and not loaded_fan.training
     x = torch.randn(1, 3, 32, 48) * 60
     with torch.inference_mode():
@@ -302,26 +302,27 @@ def test_loaders_read_the_published_formats_exactly(weight_files, no_network):
 def test_zip_format_with_batchnorm_counters_loads_too(weight_files, tmp_path):
     fan = weight_files[3]
     torch.save(fan.state_dict(), tmp_path / "fan.pt")
-    assert fc.load_fan(tmp_path / "fan.pt").stacks == 1
+    assert load_fan(tmp_path / "fan.pt").stacks == 1
 
 
 def test_wrong_or_damaged_files_are_named_in_the_error(weight_files, tmp_path):
     s3fd_path, fan_path, *_ = weight_files
-    with pytest.raises(FaceModelError, match=f"{LANDMARK_FILE}: not a S3FD weight file; missing"):
-        fc.load_s3fd(fan_path)
-    with pytest.raises(FaceModelError, match="no hourglass"):
-        fc.load_fan(s3fd_path)
+    with pytest.raises(CheckpointError, match=re.escape(LANDMARK_FILE) + r": the S3FD face detector weights do not "
+                                              r"match the expected layout\n  missing keys"):
+        load_s3fd(fan_path)
+    with pytest.raises(CheckpointError, match="no hourglass"):
+        load_fan(s3fd_path)
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"<html>not a checkpoint</html>")
-    with pytest.raises(FaceModelError, match="bad.pth: cannot be read"):
-        fc.load_s3fd(bad)
-    with pytest.raises(FaceModelError, match="no such file"):
-        fc.load_fan(tmp_path / "absent.pth")
+    with pytest.raises(CheckpointError, match="bad.pth: cannot be read"):
+        load_s3fd(bad)
+    with pytest.raises(CheckpointError, match="no such file"):
+        load_fan(tmp_path / "absent.pth")
     sd = weight_files[2].state_dict()
     sd["fc7.weight"] = sd["fc7.weight"][:10]
     torch.save(sd, tmp_path / "cut.pth")
-    with pytest.raises(FaceModelError, match=r"wrong shape \(1\): fc7.weight"):
-        fc.load_s3fd(tmp_path / "cut.pth")
+    with pytest.raises(CheckpointError, match=r"shape mismatches \(1\): fc7.weight"):
+        load_s3fd(tmp_path / "cut.pth")
 
 
 # ---------------------------------------------------------------------------------------------- end to end

@@ -19,9 +19,11 @@ from torch import nn
 
 from hairclip.errors import HairclipError
 from hairclip.nets.e4e import Encoder4Editing
+from hairclip.nets.fan import FAN
 from hairclip.nets.irse import Backbone
 from hairclip.nets.mapper import HairMapper, build_clip
 from hairclip.nets.parsenet import UNet
+from hairclip.nets.s3fd import S3FD
 from hairclip.nets.stylegan2 import Generator
 
 StateDict = Mapping[str, torch.Tensor]
@@ -31,6 +33,8 @@ _LIST_AT_MOST = 12
 
 class CheckpointError(HairclipError):
     """A checkpoint file is unreadable or does not have the layout its loader expects."""
+
+    code = "bad_weights"
 
 
 def _listing(title: str, items: list[str]) -> str:
@@ -94,6 +98,14 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise CheckpointError(f"{path.name}: expected a dict at the top level, found {type(data).__name__}")
     return data
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """A file holding a bare state dict (``parsenet.pth``, ``model_ir_se50.pth``, the face-alignment files)."""
+    state = read_checkpoint(path)
+    if not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{Path(path).name}: expected a bare state dict of tensors")
+    return state
 
 
 def strip_prefix(state: StateDict, prefix: str) -> dict[str, torch.Tensor]:
@@ -211,9 +223,7 @@ def load_e4e(path: str | Path) -> E4EWeights:
 
 def load_parsenet(path: str | Path) -> UNet:
     """Load ``parsenet.pth``: a bare state dict of HairCLIP's 19-class face-parsing U-Net."""
-    file = Path(path).name
-    state = read_checkpoint(path)
-    return build_from_state(UNet, state, file=file, part="face parser")
+    return build_from_state(UNet, read_state_dict(path), file=Path(path).name, part="face parser")
 
 
 def load_stylegan(path: str | Path, size: int = 1024) -> Generator:
@@ -227,7 +237,33 @@ def load_stylegan(path: str | Path, size: int = 1024) -> Generator:
 
 def load_irse50(path: str | Path) -> Backbone:
     """Load ``model_ir_se50.pth``: the ArcFace IR-SE50 backbone used by the identity loss."""
-    file = Path(path).name
-    state = read_checkpoint(path)
-    return build_from_state(lambda: Backbone(112, 50, mode="ir_se", drop_ratio=0.6), state,
-                            file=file, part="IR-SE50 backbone")
+    return build_from_state(lambda: Backbone(112, 50, mode="ir_se", drop_ratio=0.6), read_state_dict(path),
+                            file=Path(path).name, part="IR-SE50 backbone")
+
+
+def _with_batchnorm_counters(factory: Callable[[], nn.Module], state: StateDict) -> dict[str, torch.Tensor]:
+    """Files saved before PyTorch 0.4.1 lack BatchNorm's ``num_batches_tracked``; it is unused in eval."""
+    with torch.device("meta"):
+        keys = factory().state_dict()
+    return {k: torch.zeros((), dtype=torch.long) for k in keys if k.endswith("num_batches_tracked")} | dict(state)
+
+
+def load_s3fd(path: str | Path) -> S3FD:
+    """The S3FD face detector from face-alignment's published state dict (``s3fd-619a316812.pth``)."""
+    state = _with_batchnorm_counters(S3FD, read_state_dict(path))
+    return build_from_state(S3FD, state, file=Path(path).name, part="S3FD face detector")
+
+
+def load_fan(path: str | Path) -> FAN:
+    """2D-FAN from face-alignment's published state dict (``2DFAN4-11f355bf06.pth.tar``).
+
+    The number of stacked hourglasses is read from the keys (m0., m1., ...); the published file has 4.
+    """
+    state = read_state_dict(path)
+    prefixes, stacks = {k.split(".")[0] for k in state}, 0
+    while f"m{stacks}" in prefixes:
+        stacks += 1
+    if stacks == 0:
+        raise CheckpointError(f"{Path(path).name}: not a FAN weight file (no hourglass 'm0.*' keys)")
+    state = _with_batchnorm_counters(lambda: FAN(stacks), state)
+    return build_from_state(lambda: FAN(stacks), state, file=Path(path).name, part="2D-FAN landmark network")

@@ -23,8 +23,8 @@ from typing import Literal, Protocol
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
+from hairclip.checkpoints import load_fan, load_s3fd
 from hairclip.errors import HairclipError
 from hairclip.nets.fan import FAN, N_LANDMARKS, ConvBlock, HourGlass  # noqa: F401  (part of this stage's API)
 from hairclip.nets.s3fd import S3FD, L2Norm  # noqa: F401
@@ -51,12 +51,6 @@ class FaceTooSmall(HairclipError):
     """The face is too small in the photo to be encoded without heavy upsampling."""
 
     code = "face_too_small"
-
-
-class FaceModelError(HairclipError):
-    """A face-detector or landmark weight file is unreadable or has the wrong layout."""
-
-    code = "bad_weights"
 
 
 # ---------------------------------------------------------------------------------------------- faces
@@ -292,65 +286,6 @@ def heatmap_points(heat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     dy = heat[bi, ni, yi + 1, xi] - heat[bi, ni, yi - 1, xi]
     pts[bi, ni] += 0.25 * np.sign(np.stack([dx, dy], -1))
     return pts + 0.5, score
-
-
-# ---------------------------------------------------------------------------------------------- loading
-
-
-def _read_state(path: str | Path) -> dict[str, torch.Tensor]:
-    path = Path(path)
-    if not path.is_file():
-        raise FaceModelError(f"{path}: no such file")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for truncated or foreign files
-        raise FaceModelError(f"{path.name}: cannot be read as a PyTorch state dict ({exc})") from exc
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise FaceModelError(f"{path.name}: expected a bare state dict of tensors")
-    return state
-
-
-def _adopt(net: nn.Module, state: dict[str, torch.Tensor], file: str) -> nn.Module:
-    """Load ``state`` into ``net`` (built on the meta device) after a strict check of keys and shapes.
-
-    Files saved before PyTorch 0.4.1 have no BatchNorm ``num_batches_tracked``; it is unused in eval.
-    """
-    expected = net.state_dict()
-    state = {k: torch.zeros((), dtype=torch.long) for k in expected if k.endswith("num_batches_tracked")} | state
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [f"{k} {list(state[k].shape)} != {list(v.shape)}" for k, v in expected.items()
-             if k in state and state[k].shape != v.shape]
-    if missing or unexpected or wrong:
-        parts = [f"{what} ({len(ks)}): {', '.join(ks[:8])}{' …' if len(ks) > 8 else ''}"
-                 for what, ks in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if ks]
-        raise FaceModelError(f"{file}: not a {type(net).__name__} weight file; " + "; ".join(parts))
-    net.load_state_dict(state, strict=True, assign=True)
-    return net.float().eval()
-
-
-def load_s3fd(path: str | Path) -> S3FD:
-    """The S3FD detector from its published state dict (``s3fd-619a316812.pth``), on the CPU."""
-    state = _read_state(path)
-    with torch.device("meta"):
-        net = S3FD()
-    return _adopt(net, state, Path(path).name)
-
-
-def load_fan(path: str | Path) -> FAN:
-    """2D-FAN from its published state dict (``2DFAN4-11f355bf06.pth.tar``), on the CPU.
-
-    The number of stacked hourglasses is read from the keys (m0., m1., ...); the published file has 4.
-    """
-    state = _read_state(path)
-    prefixes, stacks = {k.split(".")[0] for k in state}, 0
-    while f"m{stacks}" in prefixes:
-        stacks += 1
-    if stacks == 0:
-        raise FaceModelError(f"{Path(path).name}: not a FAN weight file (no hourglass 'm0.*' keys)")
-    with torch.device("meta"):
-        net = FAN(stacks)
-    return _adopt(net, state, Path(path).name)
 
 
 # ---------------------------------------------------------------------------------------------- detector
