@@ -63,13 +63,6 @@ class Conditions:
         if not any([self.hairstyle, self.hairstyle_ref is not None, *colours]):
             raise ConflictingConditions("nothing to change: give a hairstyle, a colour, or a reference image")
 
-    def describe(self) -> str:
-        """A short human label, e.g. "bob cut, purple" (used to name the result layer)."""
-        parts = [self.hairstyle or ("hairstyle of reference" if self.hairstyle_ref is not None else None),
-                 self.color or ("colour of reference" if self.color_ref is not None else None),
-                 "#{:02x}{:02x}{:02x}".format(*self.rgb) if self.rgb else None]
-        return ", ".join(p for p in parts if p)
-
 
 def hairstyle_text(text: str) -> str:
     """"bob cut" and "bob cut hairstyle" both give the training prompt "bob cut hairstyle"."""

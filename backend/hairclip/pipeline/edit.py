@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 
 from hairclip.nets.mapper import EDIT_SCALE, HairMapper
-
-STRENGTH_RANGE = (0.0, 2.0)  # 0 is the inversion itself; past about 1.5 faces start to lose identity
+from hairclip_shared.protocol import STRENGTH_RANGE  # one range for the wire and the pipeline: 0 to 2
 
 
 @torch.inference_mode()
