@@ -39,7 +39,7 @@ def photo() -> np.ndarray:
 def test_hello_reports_the_engine(server):
     with Client(server.endpoint) as client:
         info = client.hello()
-    assert info.device == "cpu"
+    assert info.device == "cpu; precision: fp32 plan (CLIP fp32; generator, e4e, parser fp32)"
     assert "bob cut" in info.hairstyles and "purple" in info.colours
 
 

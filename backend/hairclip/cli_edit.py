@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hairclip import precision
 from hairclip.errors import HairclipError
 from hairclip.images import composite, load_image, save_image
 
@@ -65,9 +66,9 @@ class InProcess:
 
         if args.random_tiny:
             print("warning: random tiny networks: the result is noise (for tests and demos)", file=sys.stderr)
-            models = Models.random_tiny(args.device)
-        else:
-            models = Models.load(args.device, args.weights_dir, download=args.download)
+        models = (Models.random_tiny(args.device, precision=args.precision) if args.random_tiny
+                  else Models.load(args.device, args.weights_dir, download=args.download, precision=args.precision))
+        print(f"precision: {models.plan.describe()}", file=sys.stderr)
         self.editor = HairEditor(models)
 
     def run(self, photo: np.ndarray, args: argparse.Namespace, refs: dict[str, np.ndarray | None]) -> Outcome:
@@ -94,6 +95,8 @@ class OnServer:
     def __init__(self, args: argparse.Namespace):
         from hairclip_shared.client import Client
 
+        if args.precision != "auto":
+            raise HairclipError("--precision applies to in-process edits; give it to `hairclip serve` instead")
         self.client = Client(args.server, timeout=args.timeout)
         self.client.hello()
 
@@ -211,6 +214,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
                    help="also write the aligned crop, inversion, edit and mask of each face here")
     p.add_argument("--layer", type=Path, help="also write the RGBA hair layer (file, or folder for several)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    p.add_argument("--precision", default="auto", choices=precision.CHOICES, help=precision.HELP)
     p.add_argument("--weights-dir", type=Path, help="a folder with the official weight files")
     p.add_argument("--download", action="store_true", help="fetch missing weights first")
     p.add_argument("--server", metavar="ADDR", help="edit on a running server, e.g. tcp://127.0.0.1:5570")

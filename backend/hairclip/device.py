@@ -1,4 +1,4 @@
-"""Choosing the compute device and the precision that is accurate enough on it."""
+"""Choosing the compute device (the dtypes on it are `hairclip.precision`'s plan)."""
 
 from __future__ import annotations
 
@@ -19,11 +19,6 @@ def pick_device(name: str | None = None) -> torch.device:
     if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
-
-
-def inference_dtype(device: torch.device) -> torch.dtype:
-    """fp32 on the CPU (half is slow there); fp16 on CUDA and MPS, as the official code runs CLIP."""
-    return torch.float32 if device.type == "cpu" else torch.float16
 
 
 def prepare(device: torch.device) -> None:

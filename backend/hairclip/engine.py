@@ -31,7 +31,7 @@ class PipelineEngine:
         self.keep_jobs = keep_jobs
         self._jobs: OrderedDict[str, tuple[np.ndarray, EditResult, str, str]] = OrderedDict()
         self._lock = threading.Lock()
-        self._device = _describe(models.device)
+        self._device = f"{_describe(models.device)}; precision: {models.plan.describe()}"
 
     def info(self):
         from hairclip.server import EngineInfo
@@ -108,10 +108,11 @@ def make_engine(args) -> PipelineEngine:
     log = logging.getLogger("hairclip.engine")
     if getattr(args, "random_tiny", False):
         log.warning("serving RANDOM TINY networks: every result is noise (for tests and demos only)")
-        models = Models.random_tiny(args.device)
+        models = Models.random_tiny(args.device, precision=getattr(args, "precision", "auto"))
     else:
-        models = Models.load(args.device, args.weights_dir, download=not getattr(args, "no_download", False))
-    log.info("models on %s: %s", models.device, ", ".join(models.names))
+        models = Models.load(args.device, args.weights_dir, download=not getattr(args, "no_download", False),
+                             precision=getattr(args, "precision", "auto"))
+    log.info("models on %s, precision: %s: %s", models.device, models.plan.describe(), ", ".join(models.names))
     engine = PipelineEngine(models)
     if getattr(args, "preload", False):  # one throw-away synthesis, so the first real edit pays no warm-up
         from hairclip.pipeline.synthesize import synthesize

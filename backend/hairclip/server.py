@@ -28,7 +28,7 @@ from typing import Protocol
 
 import zmq
 
-from hairclip import __version__
+from hairclip import __version__, precision
 from hairclip_shared.client import Client, CurveKeys
 from hairclip_shared.protocol import (
     COMMON,
@@ -617,6 +617,7 @@ def register_cli(subparsers: argparse._SubParsersAction, engine_factory: EngineF
     p = subparsers.add_parser("serve", help="run the HairCLIP server")
     p.add_argument("--bind", default=DEFAULT_ENDPOINT, help=f"ZeroMQ endpoint (default {DEFAULT_ENDPOINT})")
     p.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:1, mps")
+    p.add_argument("--precision", default="auto", choices=precision.CHOICES, help=precision.HELP)
     p.add_argument("--weights-dir", type=Path, default=None, help="where the model weights are")
     p.add_argument("--preload", action="store_true", help="warm the models up before serving the first job")
     p.add_argument("--no-download", action="store_true", help="fail instead of fetching missing weights")

@@ -157,12 +157,12 @@ class HairEditor:
                 inversion = synthesize(self.models.decoder, st.w)[0] if with_inversion else None
             progress("parse", n / len(states))
             with _timed(timings, "parse"):
-                hair_after = parse.hair(self.models.parser, edited)[0]
+                hair_after, recolour = parse.hair_and_weight(self.models.parser, edited)
             with _timed(timings, "composite"):
-                mask = edit_mask(st.hair_before, hair_after)
+                mask = edit_mask(st.hair_before, hair_after[0])
                 shown = edited
                 if st.rgb is not None:
-                    shown = match_hair_color(edited, hair_after[None, None].float(), st.rgb)
+                    shown = match_hair_color(edited, recolour[:, None], st.rgb)
                 rgb, alpha, box = warp_face((shown[0] + 1) / 2, mask, st.transform, photo.shape[:2])
                 pieces.append((rgb, alpha, box))
             outputs.append(FaceOutput(st, edited[0], mask, inversion))

@@ -13,12 +13,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hairclip.device import inference_dtype, pick_device, prepare
+from hairclip.device import pick_device, prepare
 from hairclip.nets.e4e import Encoder4Editing
 from hairclip.nets.mapper import TINY_CLIP, HairMapper, build_clip
 from hairclip.nets.parsenet import UNet
 from hairclip.nets.stylegan2 import Generator
 from hairclip.pipeline.faces import Face, FaceDetector
+from hairclip.precision import PrecisionPlan, dtype_of, plan_for
 
 EDIT_WEIGHTS = ("hairclip.pt", "e4e_ffhq_encode.pt", "parsenet.pth")
 
@@ -33,10 +34,11 @@ class Models:
     detector: FaceDetector
     device: torch.device
     names: dict[str, str]  # what each network was loaded from, for `hello` and logs
+    plan: PrecisionPlan | None = None  # set by `to`: the dtypes every network runs in
 
     @classmethod
     def load(cls, device: str | torch.device | None = None, weights_dir: str | Path | None = None,
-             download: bool = False, progress: bool = True) -> Models:
+             download: bool = False, progress: bool = True, precision: str = "auto") -> Models:
         """The official networks, from the weight store (checksums verified) or ``weights_dir``."""
         from hairclip.checkpoints import load_e4e, load_hairclip, load_parsenet
         from hairclip.pipeline.faces import DETECTOR_FILE, LANDMARK_FILE, FanDetector
@@ -52,11 +54,11 @@ class Models:
         models = cls(e4e.encoder, e4e.latent_avg, hairclip.mapper, hairclip.decoder,
                      load_parsenet(paths["parsenet.pth"]), detector, dev,
                      {n: str(p) for n, p in paths.items()})
-        return models.to(dev)
+        return models.to(dev, plan_for(dev, precision))
 
     @classmethod
     def random_tiny(cls, device: str | torch.device | None = None, seed: int = 0,
-                    detector: FaceDetector | None = None) -> Models:
+                    detector: FaceDetector | None = None, precision: str = "auto") -> Models:
         """Small random configurations of the real networks (W+ stays 18 x 512, images stay 1024 px).
 
         The detector defaults to `CentredFace`, which places one face in the middle of any image: random
@@ -73,17 +75,27 @@ class Models:
         latent_avg = torch.randn(18, 512, generator=gen) * 0.1
         models = cls(encoder, latent_avg, mapper, decoder, parser, detector or CentredFace(), dev,
                      {"all": "random tiny networks (results are noise)"})
-        return models.to(dev)
+        return models.to(dev, plan_for(dev, precision))
 
-    def to(self, device: torch.device) -> Models:
+    def to(self, device: torch.device, plan: PrecisionPlan | None = None) -> Models:
+        """Move every network to ``device`` in the dtypes of ``plan`` (default: the device's own plan)."""
         prepare(device)
-        self.device = device
+        self.device, self.plan = device, plan or plan_for(device)
         for net in (self.encoder, self.mapper, self.decoder, self.parser):
             net.to(device).eval().requires_grad_(False)
+        self.mapper.float()  # the sub-mappers always run in fp32; CLIP's dtypes are the plan's
+        self.plan.apply_clip(self.mapper.clip_model)
+        self.plan.apply(self.encoder, "e4e")
+        self.plan.apply(self.decoder, "generator")
+        self.plan.apply(self.parser, "parser")
         self.latent_avg = self.latent_avg.to(device)
-        if device.type != "cpu":  # CLIP runs in half precision on GPUs, as the official inference does
-            self.mapper.clip_model.to(inference_dtype(device))
         return self
+
+    def dtypes(self) -> dict[str, str]:
+        """The dtypes the networks hold now, in `PrecisionPlan.dtypes` terms."""
+        nets = {"clip": self.mapper.clip_model, "mapper": self.mapper.fine_mapping or self.mapper.course_mapping,
+                "generator": self.decoder, "e4e": self.encoder, "parser": self.parser}
+        return {name: dtype_of(net) for name, net in nets.items()}
 
 
 def _calibrated_parser(parser: UNet, seed: int, hair_fraction: float = 0.3) -> UNet:

@@ -18,7 +18,6 @@ Differences from the official loop, each deliberate:
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import os
 import time
@@ -41,6 +40,7 @@ from hairclip.nets.irse import Backbone
 from hairclip.nets.mapper import EDIT_SCALE, HairMapper
 from hairclip.nets.parsenet import UNet
 from hairclip.nets.stylegan2 import Generator
+from hairclip.precision import TRAINING
 from hairclip.train import data as D
 from hairclip.train.config import TrainConfig, TrainingError
 from hairclip.train.losses import HairCLIPLoss, LossWeights, Step, hair_masks, summarize
@@ -100,12 +100,9 @@ def _load_clip(source: str, store, download: bool) -> nn.Module:
 
 
 def round_clip_like_checkpoint(clip_model: nn.Module) -> None:
-    """Give CLIP the values ``save_hairclip`` will store (its matrices in fp16), keeping float32 tensors."""
-    from clip.model import convert_weights
-
-    half = copy.deepcopy(clip_model)
-    convert_weights(half)
-    clip_model.load_state_dict(half.state_dict())
+    """Give CLIP the values ``save_hairclip`` will store (its matrices in fp16), keeping float32 tensors:
+    the training precision plan."""
+    TRAINING.apply_clip(clip_model)
 
 
 class ConditionedOffsets(nn.Module):
@@ -244,6 +241,8 @@ class Trainer:
         round_clip_like_checkpoint(self.mapper.clip_model)
         for frozen in (self.mapper.clip_model, self.decoder, self.parser, self.facenet):
             frozen.requires_grad_(False).eval().to(self.device)
+        for net, role in ((self.decoder, "generator"), (self.parser, "parser"), (self.facenet, "facenet")):
+            TRAINING.apply(net, role)
         self.mapper.to(self.device)
         self._train_mode()
         self.params = [p for n, p in self.mapper.named_parameters() if not n.startswith("clip_model.")]
