@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from hairclip.checkpoints import CheckpointError, load_fan, load_s3fd
 from hairclip.errors import HairclipError
 from hairclip.pipeline.faces import (
+    DETECT_SIDE,
     DETECTOR_FILE,
     FAN,
     LANDMARK_FILE,
@@ -424,3 +425,44 @@ def test_detector_comes_from_the_weight_store(weight_files, tmp_path, no_network
     (store_dir / DETECTOR_FILE).unlink()
     with pytest.raises(WeightsMissing):
         FanDetector.from_store("cpu", WeightStore(store_dir, entries))
+
+
+def test_detection_size_is_the_same_on_every_device(weight_files, no_network):
+    """The CPU and a GPU search the same shrunk photo, so they find the same faces (issue 10)."""
+    cpu = FanDetector(weight_files[0], weight_files[1], "cpu")
+    other = FanDetector(weight_files[0], weight_files[1], "meta")  # stands in for any accelerator
+    assert cpu.max_side == other.max_side == DETECT_SIDE
+
+
+def _store_with(weight_files, tmp_path, present: bool) -> WeightStore:
+    store_dir = tmp_path / "store"
+    store_dir.mkdir()
+    entries = []
+    for path in weight_files[:2]:
+        if present:
+            (store_dir / path.name).write_bytes(path.read_bytes())
+        entries.append({"name": path.name, "purpose": "test", "urls": ["https://example.invalid/" + path.name],
+                        "needed_for": ["edit"], "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
+    return WeightStore(store_dir, entries)
+
+
+def test_fan_files_are_needed_only_when_a_photo_is_searched(weight_files, tmp_path, no_network):
+    from hairclip.pipeline.models import make_detector
+
+    detector = make_detector("fan", "cpu", _store_with(weight_files, tmp_path, present=False))
+    assert not detector.loaded
+    with pytest.raises(WeightsMissing):
+        detector.detect(np.zeros((32, 32, 3), np.uint8))
+
+
+@pytest.mark.parametrize("present", [False, True])
+def test_dlib_is_the_default_with_fan_behind_it_when_its_files_are_there(weight_files, tmp_path, no_network,
+                                                                          present):
+    pytest.importorskip("dlib")
+    from hairclip.pipeline.models import make_detector
+
+    detector = make_detector("dlib", "cpu", _store_with(weight_files, tmp_path, present))
+    assert detector.name == "dlib" and not detector.loaded
+    faces = detector.detect(np.full((64, 64, 3), 128, np.uint8))  # dlib finds nothing in grey; random FAN does
+    assert detector.name == ("dlib, then fan" if present else "dlib")
+    assert {f.source for f in faces} == ({"fan"} if present else set())

@@ -2,8 +2,19 @@
 
 import numpy as np
 import pytest
+from PIL import Image, ImageCms, ImageOps
 
-from hairclip.images import BadImage, composite, from_wire, load_image, save_image, to_wire
+from hairclip.images import (
+    BadImage,
+    PhotoInfo,
+    composite,
+    from_wire,
+    load_image,
+    read_photo,
+    save_image,
+    to_wire,
+    upright,
+)
 
 
 @pytest.mark.parametrize("shape, dtype", [((5, 7, 3), np.uint8), ((5, 7, 4), np.uint16), ((5, 7, 1), np.uint16),
@@ -57,3 +68,51 @@ def test_wire_images_round_trip(channels, depth):
     back = from_wire(image)
     scale = {"u8": 1, "u16": 257, "f32": 1 / 255}[depth]
     assert np.allclose(back, a.astype(np.float64) * scale, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------- phone photos
+
+
+def _exif(orientation: int) -> Image.Exif:
+    exif = Image.Exif()
+    exif[0x0112], exif[0x010F] = orientation, "Test Camera"
+    return exif
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_orientation_is_applied_as_pillow_applies_it(tmp_path, orientation):
+    a = np.random.default_rng(3).integers(0, 256, (5, 8, 3), dtype=np.uint8)
+    Image.fromarray(a).save(tmp_path / "x.png", exif=_exif(orientation))
+    with Image.open(tmp_path / "x.png") as im:
+        want = np.array(ImageOps.exif_transpose(im))
+    assert np.array_equal(load_image(tmp_path / "x.png"), want)
+    assert np.array_equal(upright(a, orientation), want)
+
+
+def test_sixteen_bit_pngs_are_turned_upright_too(tmp_path):
+    a = np.random.default_rng(4).integers(0, 65535, (5, 8, 3), dtype=np.uint16)
+    save_image(tmp_path / "x.png", a, PhotoInfo(exif=_exif(6).tobytes()))
+    with Image.open(tmp_path / "x.png") as im:
+        assert im.getexif()[0x0112] == 6  # written as given; read upright
+    assert np.array_equal(load_image(tmp_path / "x.png"), np.rot90(a, -1))
+
+
+@pytest.mark.parametrize("ext, dtype", [(".jpg", np.uint8), (".png", np.uint8), (".png", np.uint16),
+                                        (".tif", np.uint8), (".webp", np.uint8)])
+def test_icc_profile_and_exif_are_kept_with_orientation_reset(tmp_path, ext, dtype):
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    Image.fromarray(np.zeros((4, 6, 3), np.uint8)).save(tmp_path / "in.jpg", exif=_exif(8), icc_profile=icc)
+    photo, info = read_photo(tmp_path / "in.jpg")
+    assert photo.shape == (6, 4, 3) and info.icc_profile == icc
+    save_image(tmp_path / f"out{ext}", photo.astype(dtype) * (257 if dtype == np.uint16 else 1), info)
+    with Image.open(tmp_path / f"out{ext}") as im:
+        assert im.info.get("icc_profile") == icc
+        exif = im.getexif()
+        assert exif[0x0112] == 1 and exif[0x010F] == "Test Camera"
+    assert load_image(tmp_path / f"out{ext}").shape[:2] == (6, 4)
+
+
+def test_formats_without_metadata_are_written_without_it(tmp_path):
+    info = PhotoInfo(b"not written", _exif(1).tobytes())
+    save_image(tmp_path / "x.bmp", np.zeros((4, 4, 3), np.uint8), info)
+    assert load_image(tmp_path / "x.bmp").shape == (4, 4, 3)

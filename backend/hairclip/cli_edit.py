@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from hairclip import precision
 from hairclip.errors import HairclipError
-from hairclip.images import composite, load_image, save_image
+from hairclip.images import composite, load_image, read_photo, save_image
+from hairclip.pipeline import DETECTORS
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp"}
 
@@ -25,6 +26,7 @@ class Outcome:
     boxes: list[tuple[int, int, int, int]]  # x, y, w, h
     timings: dict[str, float]
     aligned: list[dict[str, np.ndarray]]  # per face: edited, inversion, aligned, mask (uint8 images)
+    detectors: list[str] = field(default_factory=list)  # per face: which detector found it
 
 
 def _faces(value: str) -> str | int:
@@ -66,8 +68,10 @@ class InProcess:
 
         if args.random_tiny:
             print("warning: random tiny networks: the result is noise (for tests and demos)", file=sys.stderr)
-        models = (Models.random_tiny(args.device, precision=args.precision) if args.random_tiny
-                  else Models.load(args.device, args.weights_dir, download=args.download, precision=args.precision))
+            models = Models.random_tiny(args.device, detector=args.detector, precision=args.precision)
+        else:
+            models = Models.load(args.device, args.weights_dir, download=args.download,
+                                 detector=args.detector or "dlib", precision=args.precision)
         print(f"precision: {models.plan.describe()}", file=sys.stderr)
         self.editor = HairEditor(models)
 
@@ -86,7 +90,7 @@ class InProcess:
                     "mask": (f.mask.clamp(0, 1) * 255).round().byte().cpu().numpy()}
                    for f in result.faces] if args.save_aligned else []
         boxes = [(x0, y0, x1 - x0, y1 - y0) for x0, y0, x1, y1 in result.boxes]
-        return Outcome(result.layer, boxes, result.timings, aligned)
+        return Outcome(result.layer, boxes, result.timings, aligned, [f.state.source for f in result.faces])
 
 
 class OnServer:
@@ -122,7 +126,8 @@ class OnServer:
             for i in range(len(result.faces)):
                 images = result.aligned[i * per_face:(i + 1) * per_face]
                 aligned.append({name: np.array(from_wire(im)) for name, im in zip(order, images, strict=False)})
-        return Outcome(layer, [tuple(f.bbox) for f in result.faces], result.timings, aligned)
+        return Outcome(layer, [tuple(f.bbox) for f in result.faces], result.timings, aligned,
+                       list(result.meta.get("detectors", [])))
 
 
 def _save_aligned(folder: Path, stem: str, outcome: Outcome) -> None:
@@ -155,16 +160,18 @@ def _cmd_edit(args: argparse.Namespace) -> int:
         out = args.output / f"{path.stem}_hairclip{path.suffix}" if batch else args.output
         try:
             t0 = time.perf_counter()
-            photo = load_image(path)
+            photo, info = read_photo(path)  # upright; its ICC profile and EXIF go onto the outputs
             outcome = runner.run(photo, args, refs)
             out.parent.mkdir(parents=True, exist_ok=True)
-            save_image(out, composite(photo, outcome.layer))
+            save_image(out, composite(photo, outcome.layer), info)
             if args.layer:
                 layer_path = args.layer / f"{path.stem}_layer.png" if batch else args.layer
-                save_image(layer_path, outcome.layer)
+                save_image(layer_path, outcome.layer, info)
             if args.save_aligned:
                 _save_aligned(args.save_aligned, path.stem, outcome)
-            where = ", ".join(f"{x},{y} {w}x{h}" for x, y, w, h in outcome.boxes)
+            found = outcome.detectors + [""] * (len(outcome.boxes) - len(outcome.detectors))
+            where = ", ".join(f"{x},{y} {w}x{h}" + (f" by {d}" if d else "")
+                              for (x, y, w, h), d in zip(outcome.boxes, found, strict=True))
             _say(f"{path.name}: {len(outcome.boxes)} face(s) edited ({where}) in {time.perf_counter() - t0:.1f} s"
                  f" -> {out}", batch)
         except HairclipError as exc:
@@ -220,5 +227,11 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--server", metavar="ADDR", help="edit on a running server, e.g. tcp://127.0.0.1:5570")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the server to answer")
     p.add_argument("--job-timeout", type=float, default=600.0, help="seconds to wait for one edit on the server")
-    p.add_argument("--random-tiny", action="store_true", help=argparse.SUPPRESS)  # tests and demos: noise
+    p.add_argument("--detector", choices=DETECTORS, default=None,
+                   help="how faces are found: dlib (default; the official FFHQ/e4e alignment; S3FD+FAN then tries "
+                        "when dlib finds nothing, if their weights are present), fan (S3FD+FAN only), or centre "
+                        "(one face in the middle; the default with --random-tiny)")
+    p.add_argument("--random-tiny", action="store_true",
+                   help="small random networks instead of the weights (no download): the result is noise, but "
+                        "detection and alignment are real with --detector dlib; for tests and demos")
     p.set_defaults(func=_cmd_edit)

@@ -16,7 +16,7 @@ from hairclip.images import convert_depth, from_wire, to_wire
 from hairclip.nets.mapper import COLORS, HAIRSTYLES
 from hairclip.pipeline.conditions import Conditions
 from hairclip.pipeline.editor import EditOptions, EditResult, HairEditor
-from hairclip.pipeline.models import Models
+from hairclip.pipeline.models import Models, detector_name
 from hairclip.pipeline.synthesize import to_uint8
 from hairclip_shared.protocol import BadRequest, Face, Image, Rect
 from hairclip_shared.protocol import EditResult as WireResult
@@ -36,8 +36,9 @@ class PipelineEngine:
     def info(self):
         from hairclip.server import EngineInfo
 
-        return EngineInfo(device=self._device, models={k: "loaded" for k in self.models.names},
-                          hairstyles=list(HAIRSTYLES), colours=list(COLORS))
+        models = {k: "loaded" for k in self.models.names}
+        models["detector"] = detector_name(self.models.detector)  # e.g. "dlib, then fan"
+        return EngineInfo(device=self._device, models=models, hairstyles=list(HAIRSTYLES), colours=list(COLORS))
 
     def edit(self, request, ctx) -> WireResult:
         photo = from_wire(request.source)
@@ -83,6 +84,7 @@ class PipelineEngine:
                     extra.append(to_wire(to_uint8(f.inversion)))
         layer = to_wire(convert_depth(result.layer, depth), channels, depth)
         meta = {"strength": result.strength, "faces_edited": len(result.faces),
+                "detectors": [f.state.source for f in result.faces],  # which detector found each face
                 "aligned_order": ["edited", "aligned", "mask", "inversion"] if aligned else []}
         return WireResult(layer, faces, result.timings, extra, meta)
 
@@ -108,11 +110,14 @@ def make_engine(args) -> PipelineEngine:
     log = logging.getLogger("hairclip.engine")
     if getattr(args, "random_tiny", False):
         log.warning("serving RANDOM TINY networks: every result is noise (for tests and demos only)")
-        models = Models.random_tiny(args.device, precision=getattr(args, "precision", "auto"))
+        models = Models.random_tiny(args.device, detector=getattr(args, "detector", None),
+                                    precision=getattr(args, "precision", "auto"))
     else:
         models = Models.load(args.device, args.weights_dir, download=not getattr(args, "no_download", False),
+                             detector=getattr(args, "detector", None) or "dlib",
                              precision=getattr(args, "precision", "auto"))
-    log.info("models on %s, precision: %s: %s", models.device, models.plan.describe(), ", ".join(models.names))
+    log.info("models on %s, precision: %s: %s; face detector: %s (loaded at the first photo that needs it)",
+             models.device, models.plan.describe(), ", ".join(models.names), detector_name(models.detector))
     engine = PipelineEngine(models)
     if getattr(args, "preload", False):  # one throw-away synthesis, so the first real edit pays no warm-up
         from hairclip.pipeline.synthesize import synthesize

@@ -1,13 +1,18 @@
 """Reading and writing photos at their own depth, and compositing a result layer over its photo.
 
 Pillow reads most formats but turns 16-bit colour PNGs into 8 bits, so 16-bit PNGs go through pypng.
+Photos come upright (their EXIF orientation applied, as phones expect), and an output keeps its source's ICC
+profile and EXIF data (`PhotoInfo`, orientation reset to 1) in the formats that carry them.
 Writes are atomic: a failed or interrupted edit never leaves a half-written output file.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,33 +44,78 @@ def check_photo(photo: np.ndarray, what: str = "image") -> np.ndarray:
     return photo
 
 
+EXIF_ORIENTATION = 0x0112
+# Formats whose Pillow writer takes icc_profile= and exif=.
+_KEEPS_INFO = {"JPEG", "PNG", "TIFF", "WEBP"}
+
+
+@dataclass(frozen=True)
+class PhotoInfo:
+    """What an output keeps of its source file: the ICC profile and the EXIF block (orientation reset to 1,
+    since the pixels are stored upright)."""
+
+    icc_profile: bytes | None = None
+    exif: bytes | None = None  # as Pillow's Exif.tobytes() writes it ("Exif\0\0" + TIFF header)
+
+
+def upright(a: np.ndarray, orientation: int) -> np.ndarray:
+    """The pixels as they are meant to be seen: what ``PIL.ImageOps.exif_transpose`` does for EXIF ``orientation``
+    1-8, on an array of any depth (16-bit PNGs are read without Pillow)."""
+    if orientation in (5, 6, 7, 8):
+        a = np.swapaxes(a, 0, 1)  # 5 is the transpose itself; 6, 7, 8 add a flip to it
+    if orientation in (2, 3, 6, 7):
+        a = a[:, ::-1]
+    if orientation in (3, 4, 7, 8):
+        a = a[::-1]
+    return np.ascontiguousarray(a)
+
+
+def _photo_info(im: Image.Image) -> tuple[PhotoInfo, int]:
+    exif = im.getexif()
+    orientation = exif.get(EXIF_ORIENTATION, 1)
+    orientation = orientation if isinstance(orientation, int) and 1 <= orientation <= 8 else 1
+    if EXIF_ORIENTATION in exif:
+        exif[EXIF_ORIENTATION] = 1
+    return PhotoInfo(im.info.get("icc_profile") or None, exif.tobytes() if len(exif) else None), orientation
+
+
 def load_image(path: str | Path) -> np.ndarray:
-    """A photo as [H,W,C] at its own depth: uint8, uint16 (16-bit PNG, 16-bit greyscale TIFF) or float32.
+    """A photo as [H,W,C] at its own depth: uint8, uint16 (16-bit PNG, 16-bit greyscale TIFF) or float32,
+    upright (its EXIF orientation applied).
 
     Pillow reduces 16-bit colour TIFFs to 8 bits; they are read, but at 8 bits.
     """
+    return read_photo(path)[0]
+
+
+def read_photo(path: str | Path) -> tuple[np.ndarray, PhotoInfo]:
+    """`load_image`, and the ICC profile and EXIF data for `save_image` to keep on the output."""
     path = Path(path)
     if not path.is_file():
         raise BadImage(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise BadImage(f"{path}: the file is empty")
     try:
-        if path.suffix.lower() == ".png":
-            reader = png.Reader(filename=str(path))
-            w, h, rows, info = reader.asDirect()
-            if info["bitdepth"] == 16:
-                planes = info["planes"]
-                return np.vstack([np.asarray(r, np.uint16) for r in rows]).reshape(h, w, planes)
         with Image.open(path) as im:
             im.load()
-            if im.mode in ("I;16", "I;16B", "I;16L"):
-                return check_photo(np.array(im).astype(np.uint16), str(path))
-            if im.mode in ("I", "F"):
+            info, orientation = _photo_info(im)
+            a = None
+            if im.format == "PNG":
+                w, h, rows, meta = png.Reader(filename=str(path)).asDirect()
+                if meta["bitdepth"] == 16:
+                    a = np.vstack([np.asarray(r, np.uint16) for r in rows]).reshape(h, w, meta["planes"])
+            if a is not None:
+                pass
+            elif im.mode in ("I;16", "I;16B", "I;16L"):
+                a = np.array(im).astype(np.uint16)
+            elif im.mode in ("I", "F"):
                 a = np.array(im, dtype=np.float32)
-                return check_photo(a / max(float(a.max()), 1.0), str(path))
-            if im.mode not in ("L", "LA", "RGB", "RGBA"):
-                im = im.convert("RGBA" if "A" in im.getbands() else "RGB")
-            return check_photo(np.array(im), str(path))
+                a = a / max(float(a.max()), 1.0)
+            else:
+                if im.mode not in ("L", "LA", "RGB", "RGBA"):
+                    im = im.convert("RGBA" if "A" in im.getbands() else "RGB")
+                a = np.array(im)
+        return check_photo(upright(a, orientation), str(path)), info
     except (UnidentifiedImageError, png.Error, OSError, SyntaxError) as exc:
         raise BadImage(f"{path}: cannot be decoded as an image ({exc})") from exc
 
@@ -81,9 +131,13 @@ def _atomic(path: Path, write) -> None:
         raise
 
 
-def save_image(path: str | Path, image: np.ndarray) -> None:
-    """Write in the format of the extension. PNG keeps 16 bits; other formats get 8 bits, and JPEG no alpha."""
+def save_image(path: str | Path, image: np.ndarray, info: PhotoInfo | None = None) -> None:
+    """Write in the format of the extension. PNG keeps 16 bits; other formats get 8 bits, and JPEG no alpha.
+
+    ``info``'s ICC profile and EXIF data go into JPEG, PNG, TIFF and WebP files (other formats have no place
+    for them)."""
     path = Path(path)
+    info = info or PhotoInfo()
     image = check_photo(image)
     ext = path.suffix.lower()
     if np.issubdtype(image.dtype, np.floating):
@@ -93,7 +147,7 @@ def save_image(path: str | Path, image: np.ndarray) -> None:
     if ext == ".png" and image.dtype == np.uint16:
         h, w, c = image.shape
         writer = png.Writer(w, h, greyscale=c < 3, alpha=c in (2, 4), bitdepth=16)
-        _atomic(path, lambda tmp: _write_png(writer, tmp, image.reshape(h, w * c)))
+        _atomic(path, lambda tmp: _write_png(writer, tmp, image.reshape(h, w * c), info))
         return
     if image.dtype == np.uint16:
         image = ((image.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
@@ -104,12 +158,24 @@ def save_image(path: str | Path, image: np.ndarray) -> None:
     fmt = Image.registered_extensions().get(ext)
     if fmt is None:
         raise BadImage(f"{path}: unknown image format {ext!r}; use .png, .jpg, .tif or .webp")
-    _atomic(path, lambda tmp: pil.save(tmp, format=fmt))
+    keep = {}
+    if fmt in _KEEPS_INFO:
+        keep = {k: v for k, v in (("icc_profile", info.icc_profile), ("exif", info.exif)) if v}
+    _atomic(path, lambda tmp: pil.save(tmp, format=fmt, **keep))
 
 
-def _write_png(writer: png.Writer, tmp: str, rows: np.ndarray) -> None:
+def _write_png(writer: png.Writer, tmp: str, rows: np.ndarray, info: PhotoInfo) -> None:
+    """pypng writes the pixels; the ICC profile (iCCP) and EXIF (eXIf) chunks go in right after the header."""
+    buf = io.BytesIO()
+    writer.write(buf, rows)
+    chunks = list(png.Reader(bytes=buf.getvalue()).chunks())
+    extra = []
+    if info.icc_profile:
+        extra.append((b"iCCP", b"ICC profile\0\0" + zlib.compress(info.icc_profile)))
+    if info.exif:
+        extra.append((b"eXIf", info.exif[6:] if info.exif.startswith(b"Exif\0\0") else info.exif))
     with open(tmp, "wb") as f:
-        writer.write(f, rows)
+        png.write_chunks(f, chunks[:1] + extra + chunks[1:])
 
 
 def composite(photo: np.ndarray, layer: np.ndarray) -> np.ndarray:

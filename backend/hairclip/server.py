@@ -29,6 +29,7 @@ from typing import Protocol
 import zmq
 
 from hairclip import __version__, precision
+from hairclip.pipeline import DETECTORS
 from hairclip_shared.client import Client, CurveKeys
 from hairclip_shared.protocol import (
     COMMON,
@@ -65,7 +66,7 @@ MiB = 1 << 20
 @dataclass(frozen=True)
 class EngineInfo:
     device: str  # e.g. "cuda:0 (NVIDIA H100)" or "cpu"
-    models: dict[str, str]  # name -> loaded | not_loaded | missing
+    models: dict[str, str]  # name -> loaded | not_loaded | missing; 'detector' -> its name
     hairstyles: list[str]
     colours: list[str]
 
@@ -624,6 +625,10 @@ def register_cli(subparsers: argparse._SubParsersAction, engine_factory: EngineF
     p.add_argument("--random-tiny", action="store_true",
                    help="serve small randomly initialised networks instead of the weights: results are noise; "
                         "for tests and demos of the plug-ins")
+    p.add_argument("--detector", choices=DETECTORS, default=None,
+                   help="how faces are found: dlib (default; the official alignment, with S3FD+FAN trying when "
+                        "dlib finds nothing, if their weights are present), fan, or centre (one face in the middle; "
+                        "the default with --random-tiny)")
     p.add_argument("--keys-dir", type=Path, default=None,
                    help="enable CURVE with the keys `hairclip keys` wrote (needed beyond loopback)")
     p.add_argument("--lease", type=float, default=d.lease_s, help="seconds a silent client keeps its jobs")

@@ -559,7 +559,7 @@ class ServerInfo:
     server: str
     protocol: int
     device: str
-    models: dict[str, str]  # model name -> loaded | missing | not_loaded
+    models: dict[str, str]  # model name -> loaded | missing | not_loaded; 'detector' -> its name
     hairstyles: list[str]
     colours: list[str]
     limits: Limits

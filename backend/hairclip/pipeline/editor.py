@@ -7,6 +7,7 @@ reports progress through a callback (which may raise to cancel between stages).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -29,6 +30,7 @@ from hairclip.pipeline.models import Models
 from hairclip.pipeline.synthesize import synthesize
 
 Progress = Callable[[str, float], None]
+log = logging.getLogger("hairclip.editor")
 
 
 def _no_progress(stage: str, fraction: float) -> None:
@@ -47,6 +49,7 @@ class FaceState:
     hair_before: torch.Tensor  # [1024,1024] bool, the original face's hair
     aligned: AlignedFace
     rgb: tuple[int, int, int] | None
+    source: str = ""  # the detector that found the face ("dlib", "fan", ...); "aligned" for an aligned crop
 
 
 @dataclass
@@ -137,7 +140,9 @@ class HairEditor:
                     color = self.conditions.rgb(original, hair_before[None, None], conditions.rgb)
                 offset = edit_offset(self.models.mapper, w, style_emb, color)
             box = face_box(face.transform, photo.shape[:2])
-            states.append(FaceState(i, face.transform, box, w, offset, hair_before, face, conditions.rgb))
+            source = "aligned" if options.aligned else faces[i].source
+            log.info("face %d: square %s on the photo, found by %s", i, box, source or "an unnamed detector")
+            states.append(FaceState(i, face.transform, box, w, offset, hair_before, face, conditions.rgb, source))
         return self._render(photo, states, options.strength, options.return_aligned, timings, progress)
 
     def rerender(self, photo: np.ndarray, previous: EditResult, strength: float,

@@ -1,21 +1,29 @@
 """Stage 1: the faces in the user's photo and their 68 landmarks, numbered as dlib numbers them (iBUG 300-W).
 
 The alignment stage uses only the eye centres (points 36-41 and 42-47) and the mouth corners (48, 54).
-Any `FaceDetector` will do; `KnownFaces` replays given faces (tests, landmarks sent by a client) and
-`FanDetector` runs S3FD (boxes) then 2D-FAN-4 (landmarks), the networks published with the face-alignment
-package. The classes below rebuild their exact state-dict layouts, so the published weight files load
-unchanged, but the package itself is not used: it pulls numba, llvmlite, opencv-python and scikit-image
-(about 450 MB installed), and it downloads its weights into the torch hub cache at run time.
-Pre- and post-processing follow face-alignment 1.5.0 number for number; only its final rounding of the
-landmarks to integers is left out.
+Any `FaceDetector` will do; `KnownFaces` replays given faces (tests, landmarks sent by a client).
+`DlibDetector` is the official one: HairCLIP's predict.py, e4e's alignment and FFHQ itself find faces with
+dlib's HOG detector and put 68 landmarks in them with dlib's shape predictor; the default, so every crop is the
+crop the networks were trained on. `FanDetector` runs S3FD (boxes) then 2D-FAN-4 (landmarks), the networks
+published with the face-alignment package; it finds profiles that dlib misses, so it is the fallback. Its
+classes rebuild the exact state-dict layouts, so the published weight files load unchanged, but the package
+itself is not used: it pulls numba, llvmlite, opencv-python and scikit-image (about 450 MB installed), and it
+downloads its weights into the torch hub cache at run time. Pre- and post-processing follow face-alignment
+1.5.0 number for number; only its final rounding of the landmarks to integers is left out.
+
+Every detector searches a photo of at most `DETECT_SIDE` pixels on its longer side, on every device, so one
+photo gives the same faces on the CPU and on a GPU.
 
 Coordinates are index coordinates: the centre of pixel (column i, row j) is (i, j), as with dlib.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
@@ -29,6 +37,8 @@ from hairclip.errors import HairclipError
 from hairclip.nets.fan import FAN, N_LANDMARKS, ConvBlock, HourGlass  # noqa: F401  (part of this stage's API)
 from hairclip.nets.s3fd import S3FD, L2Norm  # noqa: F401
 
+log = logging.getLogger("hairclip.faces")
+
 DETECTOR_FILE = "s3fd-619a316812.pth"  # names in the weight store: the published file names
 LANDMARK_FILE = "2DFAN4-11f355bf06.pth.tar"
 
@@ -39,6 +49,12 @@ MOUTH_LEFT, MOUTH_RIGHT = 48, 54
 # Below 128 px that crop is upsampled more than 2x: the encoder then sees blur and the edit is pasted
 # back at a resolution lower than its own detail. 128 px is an eye distance of about 32 px.
 MIN_QUAD_SIDE = 128.0
+
+# Boxes are searched in the photo shrunk to this longer side (landmarks are then found at full resolution), the
+# same on every device. dlib's HOG, one upsample, takes about 1.5 s at 1024 px on one core and grows with the
+# pixel count (12 s at 3000 px); at 1024 it still finds faces down to about 40 px there, i.e. 160 px in a
+# 4000 px photo. Photos no larger are searched as they are, exactly as the official code does.
+DETECT_SIDE = 1024
 
 
 class NoFaceFound(HairclipError):
@@ -58,11 +74,13 @@ class FaceTooSmall(HairclipError):
 
 @dataclass(frozen=True, eq=False)
 class Face:
-    """One face: 68 landmarks [68, 2] float64 (x, y), its detector box (x0, y0, x1, y1) and the detector's score."""
+    """One face: 68 landmarks [68, 2] float64 (x, y), its detector box (x0, y0, x1, y1), the detector's score
+    (on that detector's own scale) and which detector found it ("dlib", "fan", ...), for logs and users."""
 
     landmarks: np.ndarray
     box: tuple[float, float, float, float]
     score: float = 1.0
+    source: str = ""
 
     def __post_init__(self):
         lm = np.array(self.landmarks, dtype=np.float64)  # a private copy: a Face never changes under its owner
@@ -103,6 +121,8 @@ class FaceDetector(Protocol):
 
 class KnownFaces:
     """A detector that returns the faces it was given: for tests, and for landmarks a client already has."""
+
+    name = "given"
 
     def __init__(self, faces: Sequence[Face]):
         self.faces = list(faces)
@@ -302,18 +322,19 @@ class FanDetector:
 
     ``max_side``: photos are shrunk to this longest side for box detection only (S3FD is a VGG-16 at full
     resolution: a 24 MP photo would need tens of GB); landmarks are found in the full-resolution photo.
-    Faces under about 16 px at the shrunk size are missed, far below `MIN_QUAD_SIDE` at 1024. The default is
-    1024 on GPUs and 640 on the CPU, where S3FD at 1024 px takes about 6 s on two cores (2.2 s at 640); at 640
-    only faces under about 100 px in photos over 4000 px are lost that 1024 would find.
+    Faces under about 16 px at the shrunk size are missed, far below `MIN_QUAD_SIDE` at 1024. The default,
+    `DETECT_SIDE`, is the same on every device, so the CPU and a GPU find the same faces (S3FD at 1024 px
+    takes about 6 s on two CPU cores).
     ``flip``: average the heatmaps of the crop and its mirror image, face-alignment's default.
     """
 
+    name = "fan"
+
     def __init__(self, detector_path: str | Path, landmark_path: str | Path, device: str | torch.device = "cpu", *,
-                 max_side: int | None = None, threshold: float = 0.5, flip: bool = True, batch: int = 8):
+                 max_side: int = DETECT_SIDE, threshold: float = 0.5, flip: bool = True, batch: int = 8):
         self.device = torch.device(device)
         self.s3fd = load_s3fd(detector_path).to(self.device)
         self.fan = load_fan(landmark_path).to(self.device)
-        max_side = max_side or (640 if self.device.type == "cpu" else 1024)
         self.max_side, self.threshold, self.flip, self.batch = max_side, threshold, flip, batch
 
     @classmethod
@@ -365,5 +386,164 @@ class FanDetector:
             pts, _ = heatmap_points(heat.float().cpu().numpy())
             for b, (centre, side), p in zip(chunk, frames, pts, strict=True):
                 lm = (p / FAN_HEATMAP - 0.5) * side + centre  # heatmap cells back to source pixels
-                faces.append(Face(lm, tuple(b[:4]), float(b[4]) if len(b) > 4 else 1.0))
+                faces.append(Face(lm, tuple(b[:4]), float(b[4]) if len(b) > 4 else 1.0, "fan"))
         return faces
+
+
+# ---------------------------------------------------------------------------------------------- dlib
+
+
+# dlib's HOG scores real frontal faces around 1 (the astronaut's face: 0.84-1.57 when turned by up to 20 degrees
+# or shrunk to 200 px) and its false alarms lower (0.1-0.5 in the same pictures: a round mission patch scores
+# 0.12). The official code keeps every box over 0; we drop boxes under this score, unless none passes, in which
+# case the best box is kept, so a photo of one hard-to-see face is still edited.
+DLIB_MIN_SCORE = 0.3
+
+
+class DetectorUnavailable(HairclipError):
+    """The asked-for detector cannot run here (a missing package or file)."""
+
+    code = "detector_unavailable"
+
+
+def dlib_predictor_path() -> Path:
+    """dlib's 68-point predictor, ``shape_predictor_68_face_landmarks.dat``, as the face_recognition_models
+    package installs it (a registry package holding only the data files: nothing is downloaded at run time)."""
+    try:
+        import warnings
+
+        with warnings.catch_warnings():  # it imports pkg_resources, which warns about itself
+            warnings.simplefilter("ignore")
+            import face_recognition_models
+    except ImportError as exc:
+        raise DetectorUnavailable("dlib's 68-point landmark file comes with the face_recognition_models package, "
+                                  "which is not installed: pip install face_recognition_models "
+                                  "(or use --detector fan)") from exc
+    return Path(face_recognition_models.pose_predictor_model_location())
+
+
+@functools.cache
+def _shape_predictor(path: str):
+    """Read once per process: the 100 MB file takes seconds to parse, and the predictor is read-only."""
+    import dlib
+
+    return dlib.shape_predictor(path)
+
+
+def shrink_for_detection(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float, float]:
+    """``image`` reduced to at most ``max_side`` on its longer side (PIL's antialiased bilinear, on the CPU, so the
+    same on every machine), with the x and y factors from its pixels back to the photo's. Small photos pass as is."""
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    f = max_side / max(h, w)
+    if f >= 1:
+        return image, 1.0, 1.0
+    size = (max(1, round(w * f)), max(1, round(h * f)))
+    small = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+    return small, w / size[0], h / size[1]
+
+
+class DlibDetector:
+    """dlib's HOG face detector, called as the official code calls it (``detector(rgb, 1)``: one upsample), and
+    its 68-point shape predictor: the landmarks FFHQ, e4e and HairCLIP align with.
+
+    Photos over ``max_side`` are searched shrunk and the boxes scaled back (see `DETECT_SIDE`); the landmarks are
+    always predicted in the full-resolution photo. Boxes are (left, top, right, bottom), dlib's inclusive pixels.
+    """
+
+    name = "dlib"
+
+    def __init__(self, predictor_path: str | Path | None = None, *, upsample: int = 1,
+                 max_side: int = DETECT_SIDE, min_score: float = DLIB_MIN_SCORE):
+        try:
+            import dlib
+        except ImportError as exc:
+            raise DetectorUnavailable("the dlib face detector is not installed: pip install dlib-bin "
+                                      "(binary wheels, no compiling), or use --detector fan") from exc
+        path = Path(predictor_path) if predictor_path else dlib_predictor_path()
+        if not path.is_file():
+            raise DetectorUnavailable(f"{path}: dlib's landmark file is missing; reinstall face_recognition_models")
+        self._dlib = dlib
+        self.hog = dlib.get_frontal_face_detector()
+        self.predictor = _shape_predictor(str(path.resolve()))
+        self.upsample, self.max_side, self.min_score = upsample, max_side, min_score
+
+    def boxes(self, image: np.ndarray) -> np.ndarray:
+        """Every box dlib reports (score over 0, as in the official code) [N, 5]: left, top, right, bottom (photo
+        index coordinates, integers) and score; best first, equal scores in dlib's order."""
+        _check_image(image)
+        small, sx, sy = shrink_for_detection(np.ascontiguousarray(image), self.max_side)
+        rects, scores, _ = self.hog.run(small, self.upsample, 0.0)
+        rows = [(r.left(), r.top(), r.right(), r.bottom(), s) for r, s in zip(rects, scores, strict=True)]
+        dets = np.array(rows, dtype=np.float64).reshape(-1, 5)
+        if sx != 1.0 or sy != 1.0:  # pixel centres back to the photo's pixel centres
+            dets[:, [0, 2]] = np.rint((dets[:, [0, 2]] + 0.5) * sx - 0.5)
+            dets[:, [1, 3]] = np.rint((dets[:, [1, 3]] + 0.5) * sy - 0.5)
+        return dets[np.argsort(-dets[:, 4], kind="stable")]
+
+    def landmarks(self, image: np.ndarray, box: Sequence[float]) -> np.ndarray:
+        """The predictor's 68 points [68, 2] (integers, as dlib gives them) for one box (left, top, right, bottom)."""
+        rect = self._dlib.rectangle(*(int(v) for v in box[:4]))
+        shape = self.predictor(np.ascontiguousarray(image), rect)
+        return np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        dets = self.boxes(image)
+        keep = dets[dets[:, 4] >= self.min_score] if len(dets) else dets
+        if len(dets) and not len(keep):
+            keep = dets[:1]
+        return [Face(self.landmarks(image, d), tuple(d[:4]), float(d[4]), self.name) for d in keep]
+
+
+# ---------------------------------------------------------------------------------------------- composition
+
+
+class LazyDetector:
+    """Builds its detector on first use: edits that never detect (aligned crops) need none of its files."""
+
+    def __init__(self, build: Callable[[], FaceDetector], name: str):
+        self.build, self._name = build, name
+        self._detector: FaceDetector | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        """The name it was given until it is built, then the built detector's (e.g. "dlib, then fan")."""
+        return self._name if self._detector is None else _name(self._detector)
+
+    @property
+    def loaded(self) -> bool:
+        return self._detector is not None
+
+    def get(self) -> FaceDetector:
+        with self._lock:
+            if self._detector is None:
+                log.info("loading the %s face detector", self._name)
+                self._detector = self.build()
+            return self._detector
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        return self.get().detect(image)
+
+
+class FirstThatFinds:
+    """Asks each detector in turn and returns the faces of the first that finds any (dlib, then FAN for the
+    profiles dlib misses). Each `Face.source` says which one it was."""
+
+    def __init__(self, *detectors: FaceDetector):
+        self.detectors = detectors
+        self.name = ", then ".join(_name(d) for d in detectors)
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        for i, detector in enumerate(self.detectors):
+            faces = detector.detect(image)
+            if faces:
+                if i:
+                    log.info("%s found no face; %s found %d", _name(self.detectors[0]), _name(detector), len(faces))
+                return faces
+        return []
+
+
+def _name(detector: FaceDetector) -> str:
+    return getattr(detector, "name", type(detector).__name__)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -18,10 +19,12 @@ from hairclip.nets.e4e import Encoder4Editing
 from hairclip.nets.mapper import TINY_CLIP, HairMapper, build_clip
 from hairclip.nets.parsenet import UNet
 from hairclip.nets.stylegan2 import Generator
+from hairclip.pipeline import DETECTORS
 from hairclip.pipeline.faces import Face, FaceDetector
 from hairclip.precision import PrecisionPlan, dtype_of, plan_for
 
 EDIT_WEIGHTS = ("hairclip.pt", "e4e_ffhq_encode.pt", "parsenet.pth")
+DetectorKind = Literal["dlib", "fan", "centre"]
 
 
 @dataclass
@@ -38,19 +41,21 @@ class Models:
 
     @classmethod
     def load(cls, device: str | torch.device | None = None, weights_dir: str | Path | None = None,
-             download: bool = False, progress: bool = True, precision: str = "auto") -> Models:
-        """The official networks, from the weight store (checksums verified) or ``weights_dir``."""
+             download: bool = False, progress: bool = True,
+             detector: DetectorKind | FaceDetector = "dlib", precision: str = "auto") -> Models:
+        """The official networks, from the weight store (checksums verified) or ``weights_dir``.
+
+        The face detector (see `make_detector`) is built at the first photo that needs one."""
         from hairclip.checkpoints import load_e4e, load_hairclip, load_parsenet
-        from hairclip.pipeline.faces import DETECTOR_FILE, LANDMARK_FILE, FanDetector
         from hairclip.weights import WeightStore
 
         dev = pick_device(device) if not isinstance(device, torch.device) else device
         store = WeightStore(weights_dir) if weights_dir else WeightStore()
-        paths = {n: store.resolve(n, download=download, progress=progress)
-                 for n in (*EDIT_WEIGHTS, DETECTOR_FILE, LANDMARK_FILE)}
+        paths = {n: store.resolve(n, download=download, progress=progress) for n in EDIT_WEIGHTS}
         hairclip = load_hairclip(paths["hairclip.pt"])
         e4e = load_e4e(paths["e4e_ffhq_encode.pt"])
-        detector = FanDetector(paths[DETECTOR_FILE], paths[LANDMARK_FILE], dev)
+        if isinstance(detector, str):
+            detector = make_detector(detector, dev, store, download=download)
         models = cls(e4e.encoder, e4e.latent_avg, hairclip.mapper, hairclip.decoder,
                      load_parsenet(paths["parsenet.pth"]), detector, dev,
                      {n: str(p) for n, p in paths.items()})
@@ -58,13 +63,15 @@ class Models:
 
     @classmethod
     def random_tiny(cls, device: str | torch.device | None = None, seed: int = 0,
-                    detector: FaceDetector | None = None, precision: str = "auto") -> Models:
+                    detector: DetectorKind | FaceDetector | None = None, precision: str = "auto") -> Models:
         """Small random configurations of the real networks (W+ stays 18 x 512, images stay 1024 px).
 
-        The detector defaults to `CentredFace`, which places one face in the middle of any image: random
-        detector weights would find nothing, and the point of this mode is to exercise everything else.
+        The detector defaults to `CentredFace`, which places one face in the middle of any image, so synthetic
+        pictures work; "dlib" finds the real faces of real photos (its files come with its packages).
         """
         dev = pick_device(device) if not isinstance(device, torch.device) else device
+        if isinstance(detector, str):
+            detector = make_detector(detector, dev)
         gen = torch.Generator().manual_seed(seed)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -96,6 +103,43 @@ class Models:
         nets = {"clip": self.mapper.clip_model, "mapper": self.mapper.fine_mapping or self.mapper.course_mapping,
                 "generator": self.decoder, "e4e": self.encoder, "parser": self.parser}
         return {name: dtype_of(net) for name, net in nets.items()}
+
+
+def detector_name(detector: FaceDetector) -> str:
+    """How a detector introduces itself in `hello` and in logs."""
+    return getattr(detector, "name", type(detector).__name__)
+
+
+def make_detector(kind: DetectorKind, device: torch.device | str = "cpu", store=None,
+                  download: bool = False) -> FaceDetector:
+    """The detector ``--detector`` names, built lazily (no file is opened until a photo needs detection).
+
+    "dlib": the official alignment's detector and landmarks; when dlib finds no face and both FAN files are in
+    ``store``, S3FD + FAN try too. "fan": S3FD + FAN from ``store`` only. "centre": `CentredFace`.
+    """
+    from hairclip.pipeline.faces import (
+        DETECTOR_FILE,
+        LANDMARK_FILE,
+        DlibDetector,
+        FanDetector,
+        FirstThatFinds,
+        LazyDetector,
+    )
+
+    if kind == "centre":
+        return CentredFace()
+    if kind == "fan":
+        return LazyDetector(lambda: FanDetector.from_store(device, store, download=download), "fan")
+    if kind != "dlib":
+        raise ValueError(f"detector must be one of {', '.join(DETECTORS)}, got {kind!r}")
+
+    def build() -> FaceDetector:
+        dlib = DlibDetector()
+        if store is not None and all(store.status(n) in ("ok", "unverified") for n in (DETECTOR_FILE, LANDMARK_FILE)):
+            return FirstThatFinds(dlib, LazyDetector(lambda: FanDetector.from_store(device, store), "fan"))
+        return dlib
+
+    return LazyDetector(build, "dlib")
 
 
 def _calibrated_parser(parser: UNet, seed: int, hair_fraction: float = 0.3) -> UNet:
@@ -143,6 +187,8 @@ def face_template() -> np.ndarray:
 class CentredFace:
     """Test and demo detector: one upright face filling the middle of the image (``fraction`` of its short side)."""
 
+    name = "centre"
+
     def __init__(self, fraction: float = 0.5):
         self.fraction = fraction
         self._unit = face_template()
@@ -151,4 +197,4 @@ class CentredFace:
         h, w = image.shape[:2]
         side = self.fraction * min(h, w)
         x0, y0 = (w - side) / 2, (h - side) / 2
-        return [Face(self._unit * side + [x0, y0], (x0, y0, x0 + side, y0 + side))]
+        return [Face(self._unit * side + [x0, y0], (x0, y0, x0 + side, y0 + side), source=self.name)]

@@ -150,9 +150,9 @@ def invert_images(paths: Sequence[Path], inverter, detector=None, *, all_faces: 
     (or all) is aligned the e4e way (``align_face``).
     """
     import torch
-    from PIL import Image, ImageOps
     from tqdm import tqdm
 
+    from hairclip.images import load_image
     from hairclip.pipeline.align import align_face, aligned_input, to_rgb8
     from hairclip.pipeline.faces import select_faces
 
@@ -160,9 +160,8 @@ def invert_images(paths: Sequence[Path], inverter, detector=None, *, all_faces: 
     for path in tqdm(paths, unit="image", disable=not progress, dynamic_ncols=True):
         name = str(path.relative_to(root)) if root else str(path)
         try:
-            with Image.open(path) as im:
-                photo = to_rgb8(ImageOps.exif_transpose(im))
-        except (OSError, ValueError) as exc:
+            photo = to_rgb8(load_image(path))  # upright, as `hairclip edit` reads it
+        except (HairclipError, ValueError) as exc:
             skipped.append((name, f"unreadable ({exc})"))
             continue
         if detector is None:
@@ -187,8 +186,8 @@ def cmd_invert(args: argparse.Namespace) -> int:
 
     from hairclip.checkpoints import load_e4e
     from hairclip.device import pick_device
-    from hairclip.pipeline.faces import FanDetector
     from hairclip.pipeline.invert import Inverter
+    from hairclip.pipeline.models import make_detector
     from hairclip.train.data import list_images
     from hairclip.weights import WeightStore
 
@@ -200,7 +199,7 @@ def cmd_invert(args: argparse.Namespace) -> int:
     store = WeightStore(args.weights_dir)
     e4e = load_e4e(store.resolve("e4e_ffhq_encode.pt", download=not args.no_download))
     inverter = Inverter(e4e.encoder.to(device), e4e.latent_avg.to(device), cache_size=1)
-    detector = None if args.aligned else FanDetector.from_store(device, store, download=not args.no_download)
+    detector = None if args.aligned else make_detector("dlib", device, store)  # the official alignment
     latents, names, skipped = invert_images(paths, inverter, detector, all_faces=args.all_faces,
                                             progress=not args.no_progress, root=args.folder)
     for name, why in skipped:
