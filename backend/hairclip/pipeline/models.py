@@ -1,13 +1,15 @@
 """Every network the edit needs, loaded once and kept on one device.
 
 `Models.load` reads the official files from the weight store (or a folder holding them under their official
-names). `Models.random_tiny` builds small randomly initialised configurations of the same networks, so the
-whole pipeline can run in tests and demos without the weights; its pictures are noise.
+names), or files named explicitly (``--mapper``, ``--e4e``, ``--parsenet``). `Models.random_tiny` builds small
+randomly initialised configurations of the same networks, so the whole pipeline can run in tests and demos
+without the weights; its pictures are noise.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,25 +35,42 @@ class Models:
     detector: FaceDetector
     device: torch.device
     names: dict[str, str]  # what each network was loaded from, for `hello` and logs
+    weights: dict[str, dict[str, str]] = field(default_factory=dict)  # file -> {"path", "sha256"}, for `hello`
 
     @classmethod
     def load(cls, device: str | torch.device | None = None, weights_dir: str | Path | None = None,
-             download: bool = False, progress: bool = True) -> Models:
-        """The official networks, from the weight store (checksums verified) or ``weights_dir``."""
-        from hairclip.checkpoints import load_e4e, load_hairclip, load_parsenet
+             download: bool = False, progress: bool = True,
+             files: Mapping[str, str | Path] | None = None) -> Models:
+        """The official networks. Each of `EDIT_WEIGHTS` named in ``files`` is loaded from that file as it is
+        (the person named it: no manifest check); the others come from the weight store (checksums verified)
+        or ``weights_dir``. The face detector's files are resolved on its first use, so an edit of aligned
+        crops needs only the three HairCLIP files."""
+        from hairclip.checkpoints import CheckpointError, load_e4e, load_hairclip, load_parsenet
         from hairclip.pipeline.faces import DETECTOR_FILE, LANDMARK_FILE, FanDetector
-        from hairclip.weights import WeightStore
+        from hairclip.weights import WeightStore, sha256_of
 
         dev = pick_device(device) if not isinstance(device, torch.device) else device
+        files = {n: Path(p) for n, p in (files or {}).items()}
+        if unknown := sorted(set(files) - set(EDIT_WEIGHTS)):
+            raise ValueError(f"files may name only {', '.join(EDIT_WEIGHTS)}, not {', '.join(unknown)}")
         store = WeightStore(weights_dir) if weights_dir else WeightStore()
-        paths = {n: store.resolve(n, download=download, progress=progress)
-                 for n in (*EDIT_WEIGHTS, DETECTOR_FILE, LANDMARK_FILE)}
+        paths, digests = {}, {}
+        for n in EDIT_WEIGHTS:
+            if n in files:
+                if not files[n].is_file():
+                    raise CheckpointError(f"{files[n]}: no such file (given for {n})")
+                paths[n], digests[n] = files[n].resolve(), sha256_of(files[n])
+            else:
+                paths[n] = store.resolve(n, download=download, progress=progress)
+                digests[n] = store.check(n).sha256 or sha256_of(paths[n])
         hairclip = load_hairclip(paths["hairclip.pt"])
         e4e = load_e4e(paths["e4e_ffhq_encode.pt"])
-        detector = FanDetector(paths[DETECTOR_FILE], paths[LANDMARK_FILE], dev)
+        detector = LazyDetector(lambda: FanDetector(*(store.resolve(n, download=download, progress=progress)
+                                                      for n in (DETECTOR_FILE, LANDMARK_FILE)), dev))
         models = cls(e4e.encoder, e4e.latent_avg, hairclip.mapper, hairclip.decoder,
                      load_parsenet(paths["parsenet.pth"]), detector, dev,
-                     {n: str(p) for n, p in paths.items()})
+                     {n: str(p) for n, p in paths.items()},
+                     {n: {"path": str(paths[n]), "sha256": digests[n]} for n in EDIT_WEIGHTS})
         return models.to(dev)
 
     @classmethod
@@ -126,6 +145,24 @@ def face_template() -> np.ndarray:
     n = np.linspace(0, 2 * np.pi, 8, endpoint=False) + np.pi
     mouth_inner = np.stack([0.5 + 0.1 * np.cos(n), 0.75 + 0.02 * np.sin(n)], 1)
     return np.concatenate([chin, brow_l, brow_r, nose_bridge, nostrils, eye_l, eye_r, mouth_outer, mouth_inner])
+
+
+class LazyDetector:
+    """A detector built on its first use (its weight files resolved then), so edits that never detect (aligned
+    photos and references) never need its files."""
+
+    def __init__(self, build: Callable[[], FaceDetector]):
+        self._build = build
+        self._detector: FaceDetector | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._detector is not None
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        if self._detector is None:
+            self._detector = self._build()
+        return self._detector.detect(image)
 
 
 class CentredFace:
