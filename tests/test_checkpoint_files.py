@@ -8,8 +8,10 @@ manifest match. Aligned edits must run from those three files alone, in-process 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -28,7 +30,7 @@ from hairclip.images import load_image, save_image
 from hairclip.pipeline.conditions import Conditions
 from hairclip.pipeline.editor import EditOptions, HairEditor
 from hairclip.pipeline.models import Models
-from hairclip.weights import WeightsMissing
+from hairclip.weights import WeightsCorrupt, WeightsMissing
 from test_aligned_references import official_reference_embedding, reference_image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,6 +109,27 @@ def test_only_a_photo_that_needs_detection_asks_for_the_detector_files(models):
     editor = HairEditor(models)
     with pytest.raises(WeightsMissing, match="s3fd"):
         editor.edit(reference_image(seed=13), Conditions(hairstyle="afro"))
+
+
+def test_files_not_named_come_from_the_store_under_the_manifest_rule(files, tmp_path, monkeypatch):
+    store = tmp_path / "store"
+    store.mkdir()
+    shutil.copy(files["e4e"], store / "e4e_ffhq_encode.pt")
+    shutil.copy(files["parsenet"], store / "parsenet.pth")
+    entry = {"purpose": "test", "urls": ["https://example.invalid/x"], "needed_for": ["edit"]}
+    manifest = tmp_path / "weights.json"
+    manifest.write_text(json.dumps({"weights": [
+        {**entry, "name": "hairclip.pt", "sha256": "0" * 64},  # the named file is never compared with this
+        {**entry, "name": "e4e_ffhq_encode.pt", "sha256": sha256(files["e4e"])},
+        {**entry, "name": "parsenet.pth", "sha256": sha256(files["parsenet"])}]}))
+    monkeypatch.setattr("hairclip.weights.MANIFEST_PATH", manifest)
+    models = Models.load("cpu", store, files={"hairclip.pt": files["mapper"]})
+    assert models.weights["hairclip.pt"]["sha256"] == sha256(files["mapper"])
+    assert models.weights["e4e_ffhq_encode.pt"] == {"path": str(store / "e4e_ffhq_encode.pt"),
+                                                    "sha256": sha256(files["e4e"])}
+    (store / "parsenet.pth").write_bytes((store / "parsenet.pth").read_bytes() + b"\0")  # no longer the manifest's
+    with pytest.raises(WeightsCorrupt, match="parsenet.pth is corrupt"):
+        Models.load("cpu", store, files={"hairclip.pt": files["mapper"]})
 
 
 def test_a_missing_explicit_file_is_named(files, empty_store):
