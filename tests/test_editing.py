@@ -12,6 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hairclip_shared.editing import (
+    ALIGNED_LABELS,
+    ALIGNED_RULE,
     COLOURS,
     HAIRSTYLES,
     EditSettings,
@@ -25,6 +27,7 @@ from hairclip_shared.editing import (
     layer_name,
     not_running_message,
     presets,
+    reference_is_aligned,
     split_alpha,
     to_wire,
 )
@@ -104,6 +107,26 @@ def test_build_request_rgb_references_and_selection():
     assert req.colour_ref is ref and req.hairstyle is None
     req = build_request(EditSettings(faces="selection"), SRC, selection=Rect(0, 0, 2, 2))
     assert req.selection == Rect(0, 0, 2, 2)
+
+
+@pytest.mark.parametrize("mode, size, aligned", [
+    ("auto", (1024, 1024), True), ("auto", (1024, 1023), False), ("auto", (2048, 2048), False),
+    ("auto", (512, 512), False), ("yes", (300, 200), True), ("no", (1024, 1024), False),
+])
+def test_a_reference_is_an_aligned_crop_when_told_so_or_when_square_1024(mode, size, aligned):
+    assert reference_is_aligned(mode, *size) is aligned
+    ref = Image(*size, bytes(3 * size[0] * size[1]), "RGB")
+    s = EditSettings(hairstyle_mode="reference", colour_mode="reference", hairstyle_ref_aligned=mode)
+    req = build_request(s, SRC, hairstyle_ref=ref, colour_ref=Image(4, 4, bytes(48), "RGB"))
+    assert req.aligned == (("hairstyle_ref",) if aligned else ())
+
+
+def test_the_aligned_rule_is_stated_where_the_user_chooses():
+    assert "1024x1024" in ALIGNED_LABELS["auto"] and "1024x1024" in ALIGNED_RULE
+    assert EditSettings.from_json('{"colour_ref_aligned": "maybe", "hairstyle_ref_aligned": "no"}') == EditSettings(
+        hairstyle_ref_aligned="no")
+    # text conditions never carry an aligned flag, whatever the setting
+    assert build_request(EditSettings(hairstyle_ref_aligned="yes"), SRC).aligned == ()
 
 
 @pytest.mark.parametrize("settings_,kw,match", [

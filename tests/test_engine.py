@@ -134,3 +134,20 @@ def test_eight_clients_five_jobs_each_all_come_back_to_their_sender(server):
     with ThreadPoolExecutor(8) as pool:
         sizes = list(pool.map(run, range(8)))
     assert sizes == [[(280 + n, 260 + 2 * n)] * 5 for n in range(8)]
+
+
+def test_cli_aligned_edit_with_aligned_references_on_a_server_matches_in_process(server, tmp_path):
+    rng = np.random.default_rng(7)
+    src, style, colour = tmp_path / "photo.png", tmp_path / "style.png", tmp_path / "colour.png"
+    for path in (src, style, colour):
+        save_image(path, rng.integers(0, 256, (1024, 1024, 3), dtype=np.uint8))
+    refs = ["--hairstyle-ref", str(style), "--color-ref", str(colour), "--aligned"]
+    local, remote = tmp_path / "local.png", tmp_path / "remote.png"
+    assert main(["edit", str(src), "-o", str(local), *refs, "--random-tiny", "--device", "cpu",
+                 "--save-aligned", str(tmp_path / "a")]) == 0
+    assert main(["edit", str(src), "-o", str(remote), *refs, "--server", server.endpoint,
+                 "--save-aligned", str(tmp_path / "b")]) == 0
+    assert np.array_equal(load_image(local), load_image(remote))
+    assert np.array_equal(load_image(tmp_path / "b" / "photo_face0_aligned.png"), load_image(src))  # not re-aligned
+    for name in ("photo_face0_edited.png", "photo_face0_mask.png"):
+        assert np.array_equal(load_image(tmp_path / "a" / name), load_image(tmp_path / "b" / name)), name

@@ -26,7 +26,15 @@ import hairclip.server  # noqa: F401  (imported before the plug-in's folder, whi
 from hairclip import install_gimp
 from hairclip.server import EngineInfo, Server
 from hairclip_shared import EditResult, Face, Image, JobFailed, Limits
-from hairclip_shared.editing import COLOUR_MODES, FACE_MODES, HAIRSTYLE_MODES, EditSettings, layer_name
+from hairclip_shared.editing import (
+    ALIGNED_MODES,
+    ALIGNED_RULE,
+    COLOUR_MODES,
+    FACE_MODES,
+    HAIRSTYLE_MODES,
+    EditSettings,
+    layer_name,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN = ROOT / "plugin_gimp" / "hairclip" / "hairclip.py"
@@ -405,13 +413,17 @@ def test_procedure_registers_under_filters_with_typed_arguments(monkeypatch):
     assert proc.info["set_image_types"] == "RGB*"
     kinds = {name: spec[0] for name, spec in proc.args.items()}
     assert kinds == {"hairstyle-mode": "choice", "hairstyle": "string", "hairstyle-ref": "layer",
-                     "colour-mode": "choice", "colour": "string", "rgb": "color", "colour-ref": "layer",
-                     "strength": "double", "faces": "choice", "server": "string"}
+                     "hairstyle-ref-aligned": "choice", "colour-mode": "choice", "colour": "string", "rgb": "color",
+                     "colour-ref": "layer", "colour-ref-aligned": "choice", "strength": "double", "faces": "choice",
+                     "server": "string"}
     d = EditSettings()
     assert proc.defaults() | {"rgb": d.rgb} == {
         "hairstyle-mode": d.hairstyle_mode, "hairstyle": d.hairstyle, "hairstyle-ref": None,
-        "colour-mode": d.colour_mode, "colour": d.colour, "rgb": d.rgb, "colour-ref": None,
-        "strength": d.strength, "faces": d.faces, "server": d.endpoint}
+        "hairstyle-ref-aligned": "auto", "colour-mode": d.colour_mode, "colour": d.colour, "rgb": d.rgb,
+        "colour-ref": None, "colour-ref-aligned": "auto", "strength": d.strength, "faces": d.faces,
+        "server": d.endpoint}
+    for name in ("hairstyle-ref-aligned", "colour-ref-aligned"):  # the rule is stated in the dialog
+        assert proc.args[name][-3].nicks == list(ALIGNED_MODES) and proc.args[name][2] == ALIGNED_RULE
     assert proc.args["rgb"][-2].css == d.rgb
     assert proc.args["hairstyle-ref"][-2] is True and proc.args["colour-ref"][-2] is True  # none allowed
     assert proc.args["strength"][-4:-1] == (0.0, 2.0, 1.0)
@@ -483,6 +495,25 @@ def test_hairstyle_reference_layer_and_exact_colour_are_sent(monkeypatch, server
     got = np.frombuffer(request.hairstyle_ref.tobytes(), np.uint8).reshape(4, 6, 4)
     np.testing.assert_array_equal(got, np.round(ref.px * 255))
     assert layer.name == "HairCLIP: hairstyle of ref, #102030 (strength 1.5)"
+
+
+@pytest.mark.parametrize("size, hairstyle_aligned, colour_aligned, expected", [
+    ((1024, 1024), "auto", "auto", ("hairstyle_ref", "colour_ref")),  # square 1024: an aligned crop by default
+    ((1024, 1024), "no", "auto", ("colour_ref",)),
+    ((1024, 1000), "auto", "yes", ("colour_ref",)),
+    ((6, 4), "auto", "auto", ()),
+])
+def test_reference_layers_are_marked_aligned_by_the_shared_rule(monkeypatch, server, size, hairstyle_aligned,
+                                                                colour_aligned, expected):
+    plugin, gimp = load_plugin(monkeypatch)
+    image = FakeImage(*size)
+    src = photo(image)
+    ref = photo(image, "ref", size=size, offsets=(0, 0))
+    status, _ = call(plugin, gimp, image, [src], server=server.endpoint, hairstyle_mode="reference",
+                     hairstyle_ref=ref, colour_mode="reference", colour_ref=ref,
+                     hairstyle_ref_aligned=hairstyle_aligned, colour_ref_aligned=colour_aligned)
+    assert status == gimp.PDBStatusType.SUCCESS
+    assert server.test_engine.requests[0].aligned == expected
 
 
 def test_a_colour_default_lost_on_the_way_through_the_pdb_is_restored(monkeypatch, server):

@@ -23,7 +23,7 @@ import pytest
 
 from hairclip.server import EngineInfo, Server
 from hairclip_shared import EditResult, Face, Image, JobFailed
-from hairclip_shared.editing import EditSettings, krita_layout, to_wire
+from hairclip_shared.editing import ALIGNED_RULE, EditSettings, krita_layout, to_wire
 from hairclip_shared.protocol import BadRequest, HairclipError, Limits
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -414,6 +414,22 @@ def test_edit_with_selection_and_reference_layers(app, loop, conn, engine):
     assert task.outcome.layer_name == "HairCLIP: hairstyle of style ref, #102030"
 
 
+def test_a_square_1024_reference_layer_is_sent_as_an_aligned_crop_unless_told_otherwise(app, loop, conn, engine):
+    doc, src = photo_doc(app, 1024, 1024, show=False)
+    square, other = doc.createNode("aligned ref", "paintlayer"), doc.createNode("photo ref", "paintlayer")
+    square.setPixelData(bgra_image(1024, 1024, 3), 0, 0, 1024, 1024)
+    other.setPixelData(bgra_image(600, 800, 4), 10, 20, 600, 800)
+    doc.rootNode().addChildNode(square, src)
+    doc.rootNode().addChildNode(other, src)
+    refs = dict(hairstyle_mode="reference", hairstyle_ref=kritadoc.node_id(square),
+                colour_mode="reference", colour_ref=kritadoc.node_id(other))
+    for overrides, expected in (({}, ("hairstyle_ref",)),
+                                ({"hairstyle_ref_aligned": "no", "colour_ref_aligned": "yes"}, ("colour_ref",))):
+        task = run_task(new_task(conn, loop, doc, src, **refs, **overrides), loop, timeout=60)
+        assert task.state == "done", task.error
+        assert engine.requests[-1].aligned == expected
+
+
 def test_selection_mode_without_a_selection_says_so(app, loop, conn):
     doc, src = photo_doc(app, 8, 8)
     task = run_task(new_task(conn, loop, doc, src, faces="selection"), loop)
@@ -559,6 +575,13 @@ def test_dialog_widgets_follow_the_model(app, endpoint, monkeypatch):
     assert m.settings.strength == 1.5 and d.strength_value.text() == "1.50"
     d.faces.setCurrentIndex(d.faces.findData("selection"))
     assert m.settings.faces == "selection"
+    assert not d.style_aligned.isVisibleTo(d)
+    d.style_mode.setCurrentIndex(d.style_mode.findData("reference"))
+    assert d.style_aligned.isVisibleTo(d) and d.style_aligned.currentData() == "auto"
+    assert "1024x1024" in d.style_aligned.currentText() and d.style_aligned.toolTip() == ALIGNED_RULE
+    d.style_aligned.setCurrentIndex(d.style_aligned.findData("yes"))
+    assert m.settings.hairstyle_ref_aligned == "yes"
+    d.style_mode.setCurrentIndex(d.style_mode.findData("text"))
     m.connect()
     m.tick()
     assert d.server_state.text() == "Not running" and d.server_help.isVisibleTo(d)

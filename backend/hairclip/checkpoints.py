@@ -20,7 +20,7 @@ from torch import nn
 from hairclip.errors import HairclipError
 from hairclip.nets.e4e import Encoder4Editing
 from hairclip.nets.fan import FAN
-from hairclip.nets.irse import Backbone
+from hairclip.nets.irse import STAGE_DEPTHS, STAGE_UNITS, Backbone
 from hairclip.nets.mapper import HairMapper, build_clip
 from hairclip.nets.parsenet import UNet
 from hairclip.nets.s3fd import S3FD
@@ -126,6 +126,37 @@ def _check_prefixes(state: StateDict, allowed: tuple[str, ...], file: str) -> No
         raise CheckpointError(f"{file}: unexpected keys outside {', '.join(allowed)}" + _listing("keys", strays))
 
 
+def generator_kwargs(state: StateDict) -> dict[str, int]:
+    """``n_mlp`` and ``width_div`` of a decoder state dict, read off its keys and shapes.
+
+    The published files give the defaults (8 and 1), so they build exactly the official Generator; smaller
+    networks (tests, demos) written by ``save_hairclip`` load through the same path.
+    """
+    n_mlp = len({k.split(".")[1] for k in state if k.startswith("style.") and k.endswith(".weight")})
+    const = state.get("input.input")
+    width_div = 512 // int(const.shape[1]) if const is not None and const.ndim == 4 and const.shape[1] else 1
+    return {"n_mlp": n_mlp or 8, "width_div": max(width_div, 1)}
+
+
+def encoder_kwargs(state: StateDict) -> dict[str, Any]:
+    """``units``, ``width_div`` and ``style_dim`` of an e4e encoder state dict (``None``/1: the official IR-SE50)."""
+    first = state.get("input_layer.0.weight")
+    width_div = max(64 // int(first.shape[0]), 1) if first is not None and first.ndim == 4 else 1
+    depths = [int(state[f"body.{i}.res_layer.1.weight"].shape[0])
+              for i in range(len(state)) if f"body.{i}.res_layer.1.weight" in state]
+    units = tuple(sum(1 for d in depths if d == stage // width_div) for stage in STAGE_DEPTHS)
+    style = state.get("styles.0.linear.weight")
+    style_dim = int(style.shape[0]) if style is not None and style.ndim == 2 else None
+    return {"units": None if units == STAGE_UNITS[50] or 0 in units else units, "width_div": width_div,
+            "style_dim": None if style_dim == STAGE_DEPTHS[-1] // width_div else style_dim}
+
+
+def parsenet_kwargs(state: StateDict) -> dict[str, int]:
+    """``feature_scale`` of a parser state dict (4 in the published ``parsenet.pth``)."""
+    first = state.get("conv1.conv1.0.weight")
+    return {"feature_scale": max(64 // int(first.shape[0]), 1) if first is not None and first.ndim == 4 else 4}
+
+
 @dataclass
 class HairCLIPWeights:
     """The contents of ``hairclip.pt``: the mapper (with CLIP inside) and the StyleGAN2 decoder."""
@@ -159,8 +190,8 @@ def load_hairclip(path: str | Path) -> HairCLIPWeights:
     load_strict(mapper, mapper_state, file=file, part="HairCLIP mapper (mapper.*)")
     decoder_state = strip_prefix(state, "decoder")
     size = int(opts.get("stylegan_size", 1024))
-    decoder = build_from_state(lambda: Generator(size, 512, 8, channel_multiplier=2), decoder_state,
-                               file=file, part="StyleGAN2 decoder (decoder.*)")
+    decoder = build_from_state(lambda: Generator(size, 512, channel_multiplier=2, **generator_kwargs(decoder_state)),
+                               decoder_state, file=file, part="StyleGAN2 decoder (decoder.*)")
     return HairCLIPWeights(mapper=mapper.float(), decoder=decoder, opts=opts)
 
 
@@ -207,10 +238,12 @@ def load_e4e(path: str | Path) -> E4EWeights:
     opts = dict(data.get("opts") or {})
     _check_prefixes(state, ("encoder", "decoder"), file)
     size = int(opts.get("stylegan_size", 1024))
-    encoder = build_from_state(lambda: Encoder4Editing(50, "ir_se", stylegan_size=size),
-                               strip_prefix(state, "encoder"), file=file, part="e4e encoder (encoder.*)")
+    encoder_state, decoder_state = strip_prefix(state, "encoder"), strip_prefix(state, "decoder")
+    encoder = build_from_state(
+        lambda: Encoder4Editing(50, "ir_se", stylegan_size=size, **encoder_kwargs(encoder_state)),
+        encoder_state, file=file, part="e4e encoder (encoder.*)")
     with torch.device("meta"):
-        check_keys(Generator(size, 512, 8, channel_multiplier=2), strip_prefix(state, "decoder"),
+        check_keys(Generator(size, 512, channel_multiplier=2, **generator_kwargs(decoder_state)), decoder_state,
                    file=file, part="StyleGAN2 decoder (decoder.*)")
     latent_avg = _require(data, "latent_avg", file)
     n_styles = int(2 * math.log2(size) - 2)
@@ -223,7 +256,8 @@ def load_e4e(path: str | Path) -> E4EWeights:
 
 def load_parsenet(path: str | Path) -> UNet:
     """Load ``parsenet.pth``: a bare state dict of HairCLIP's 19-class face-parsing U-Net."""
-    return build_from_state(UNet, read_state_dict(path), file=Path(path).name, part="face parser")
+    state = read_state_dict(path)
+    return build_from_state(lambda: UNet(**parsenet_kwargs(state)), state, file=Path(path).name, part="face parser")
 
 
 def load_stylegan(path: str | Path, size: int = 1024) -> Generator:

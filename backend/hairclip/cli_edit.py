@@ -14,6 +14,7 @@ from hairclip import precision
 from hairclip.errors import HairclipError
 from hairclip.images import composite, load_image, read_photo, save_image
 from hairclip.pipeline import DETECTORS
+from hairclip.weights import add_checkpoint_options, checkpoint_files
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp"}
 
@@ -66,12 +67,15 @@ class InProcess:
         from hairclip.pipeline.editor import HairEditor
         from hairclip.pipeline.models import Models
 
+        if args.random_tiny and checkpoint_files(args):
+            raise HairclipError("--random-tiny builds its own networks; leave out --mapper, --e4e and --parsenet")
         if args.random_tiny:
             print("warning: random tiny networks: the result is noise (for tests and demos)", file=sys.stderr)
             models = Models.random_tiny(args.device, detector=args.detector, precision=args.precision)
         else:
             models = Models.load(args.device, args.weights_dir, download=args.download,
-                                 detector=args.detector or "dlib", precision=args.precision)
+                                 detector=args.detector or "dlib", precision=args.precision,
+                                 files=checkpoint_files(args))
         print(f"precision: {models.plan.describe()}", file=sys.stderr)
         self.editor = HairEditor(models)
 
@@ -80,10 +84,12 @@ class InProcess:
         from hairclip.pipeline.editor import EditOptions
         from hairclip.pipeline.synthesize import to_uint8
 
+        aligned = aligned_roles(args)
         cond = Conditions(hairstyle=args.hairstyle, color=args.color, rgb=args.rgb,
-                          hairstyle_ref=refs["hairstyle"], color_ref=refs["color"])
+                          hairstyle_ref=refs["hairstyle"], color_ref=refs["color"],
+                          hairstyle_ref_aligned="hairstyle_ref" in aligned, color_ref_aligned="colour_ref" in aligned)
         opts = EditOptions(strength=args.strength, faces=args.faces, selection=args.selection,
-                           aligned=args.aligned, return_aligned=bool(args.save_aligned))
+                           aligned="source" in aligned, return_aligned=bool(args.save_aligned))
         result = self.editor.edit(photo, cond, opts)
         aligned = [{"edited": to_uint8(f.edited), "inversion": to_uint8(f.inversion),
                     "aligned": f.state.aligned.image1024,
@@ -101,6 +107,9 @@ class OnServer:
 
         if args.precision != "auto":
             raise HairclipError("--precision applies to in-process edits; give it to `hairclip serve` instead")
+        if checkpoint_files(args):
+            raise HairclipError("--mapper, --e4e and --parsenet choose the server's files: give them to "
+                                "`hairclip serve`, not to `hairclip edit --server`")
         self.client = Client(args.server, timeout=args.timeout)
         self.client.hello()
 
@@ -108,14 +117,13 @@ class OnServer:
         from hairclip.images import from_wire, to_wire
         from hairclip_shared.protocol import EditRequest
 
-        if args.aligned:
-            raise HairclipError("--aligned is not available with --server yet; run the edit in-process")
         req = EditRequest(
             source=to_wire(photo), hairstyle=args.hairstyle, colour=args.color, rgb=args.rgb,
             hairstyle_ref=to_wire(refs["hairstyle"]) if refs["hairstyle"] is not None else None,
             colour_ref=to_wire(refs["color"]) if refs["color"] is not None else None,
             strength=args.strength, faces=args.faces, selection=args.selection,
-            return_aligned=bool(args.save_aligned), preview=False)
+            return_aligned=bool(args.save_aligned), preview=False,
+            aligned=tuple(r for r in aligned_roles(args) if r == "source" or refs[_REF_ROLES[r]] is not None))
         job = self.client.submit(req)
         result = job.result(timeout=args.job_timeout)
         layer = np.array(from_wire(result.layer))
@@ -128,6 +136,21 @@ class OnServer:
                 aligned.append({name: np.array(from_wire(im)) for name, im in zip(order, images, strict=False)})
         return Outcome(layer, [tuple(f.bbox) for f in result.faces], result.timings, aligned,
                        list(result.meta.get("detectors", [])))
+
+
+_REF_ROLES = {"hairstyle_ref": "hairstyle", "colour_ref": "color"}
+
+
+def aligned_roles(args: argparse.Namespace) -> set[str]:
+    """The protocol roles of the images marked aligned: ``--aligned`` marks the photo and every reference."""
+    roles = set()
+    if args.aligned or args.aligned_photo:
+        roles.add("source")
+    if args.aligned or args.aligned_hairstyle_ref:
+        roles.add("hairstyle_ref")
+    if args.aligned or args.aligned_color_ref:
+        roles.add("colour_ref")
+    return roles
 
 
 def _save_aligned(folder: Path, stem: str, outcome: Outcome) -> None:
@@ -216,7 +239,14 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
                    help="0 = no change, 1 = the official edit (default), up to 2 for a stronger one")
     p.add_argument("--faces", type=_faces, default="all", help="all (default), largest, or N (0 = leftmost)")
     p.add_argument("--selection", type=_rect, help="edit only faces inside this rectangle: x,y,w,h")
-    p.add_argument("--aligned", action="store_true", help="the photo is already an FFHQ-aligned face crop")
+    p.add_argument("--aligned", action="store_true",
+                   help="the photo and the reference images are FFHQ-aligned face crops: no detection; a 1024 px "
+                        "reference is then encoded exactly as HairCLIP does")
+    p.add_argument("--aligned-photo", action="store_true", help="only the photo is an aligned face crop")
+    p.add_argument("--aligned-hairstyle-ref", action="store_true",
+                   help="only the hairstyle reference is an aligned face crop")
+    p.add_argument("--aligned-color-ref", "--aligned-colour-ref", dest="aligned_color_ref", action="store_true",
+                   help="only the colour reference is an aligned face crop")
     p.add_argument("--save-aligned", type=Path, metavar="DIR",
                    help="also write the aligned crop, inversion, edit and mask of each face here")
     p.add_argument("--layer", type=Path, help="also write the RGBA hair layer (file, or folder for several)")
@@ -224,6 +254,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", default="auto", choices=precision.CHOICES, help=precision.HELP)
     p.add_argument("--weights-dir", type=Path, help="a folder with the official weight files")
     p.add_argument("--download", action="store_true", help="fetch missing weights first")
+    add_checkpoint_options(p)
     p.add_argument("--server", metavar="ADDR", help="edit on a running server, e.g. tcp://127.0.0.1:5570")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the server to answer")
     p.add_argument("--job-timeout", type=float, default=600.0, help="seconds to wait for one edit on the server")

@@ -12,6 +12,7 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
+from hairclip.errors import HairclipError
 from hairclip.images import convert_depth, from_wire, to_wire
 from hairclip.nets.mapper import COLORS, HAIRSTYLES
 from hairclip.pipeline.conditions import Conditions
@@ -38,20 +39,22 @@ class PipelineEngine:
 
         models = {k: "loaded" for k in self.models.names}
         models["detector"] = detector_name(self.models.detector)  # e.g. "dlib, then fan"
-        return EngineInfo(device=self._device, models=models, hairstyles=list(HAIRSTYLES), colours=list(COLORS))
+        return EngineInfo(device=self._device, models=models, hairstyles=list(HAIRSTYLES), colours=list(COLORS),
+                          weights=self.models.weights)
 
     def edit(self, request, ctx) -> WireResult:
         photo = from_wire(request.source)
         conditions = Conditions(
             hairstyle=request.hairstyle, color=request.colour, rgb=request.rgb,
-            hairstyle_ref=_rgb(request.hairstyle_ref), color_ref=_rgb(request.colour_ref))
+            hairstyle_ref=_rgb(request.hairstyle_ref), color_ref=_rgb(request.colour_ref),
+            hairstyle_ref_aligned="hairstyle_ref" in request.aligned, color_ref_aligned="colour_ref" in request.aligned)
         selection = request.selection
         if isinstance(selection, Rect):
             selection = (selection.x, selection.y, selection.w, selection.h)
         elif isinstance(selection, Image):
             selection = from_wire(selection) > 0
         options = EditOptions(strength=request.strength, faces=request.faces, selection=selection,
-                              return_aligned=request.return_aligned)
+                              aligned="source" in request.aligned, return_aligned=request.return_aligned)
         result = self.editor.edit(photo, conditions, options, progress=ctx.progress)
         self._remember(ctx.job_id, photo, result, request.out_channels, request.out_depth)
         return self._wire(result, request.out_channels, request.out_depth, request.return_aligned)
@@ -107,7 +110,11 @@ def make_engine(args) -> PipelineEngine:
     """`hairclip serve`'s engine: the official weights (fetched on first start), or ``--random-tiny`` networks."""
     import logging
 
+    from hairclip.weights import checkpoint_files
+
     log = logging.getLogger("hairclip.engine")
+    if getattr(args, "random_tiny", False) and checkpoint_files(args):
+        raise HairclipError("--random-tiny builds its own networks; leave out --mapper, --e4e and --parsenet")
     if getattr(args, "random_tiny", False):
         log.warning("serving RANDOM TINY networks: every result is noise (for tests and demos only)")
         models = Models.random_tiny(args.device, detector=getattr(args, "detector", None),
@@ -115,9 +122,11 @@ def make_engine(args) -> PipelineEngine:
     else:
         models = Models.load(args.device, args.weights_dir, download=not getattr(args, "no_download", False),
                              detector=getattr(args, "detector", None) or "dlib",
-                             precision=getattr(args, "precision", "auto"))
+                             precision=getattr(args, "precision", "auto"), files=checkpoint_files(args))
     log.info("models on %s, precision: %s: %s; face detector: %s (loaded at the first photo that needs it)",
              models.device, models.plan.describe(), ", ".join(models.names), detector_name(models.detector))
+    for name, w in models.weights.items():
+        log.info("%s: %s (sha256 %s)", name, w["path"], w["sha256"])
     engine = PipelineEngine(models)
     if getattr(args, "preload", False):  # one throw-away synthesis, so the first real edit pays no warm-up
         from hairclip.pipeline.synthesize import synthesize

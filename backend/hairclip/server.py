@@ -30,6 +30,7 @@ import zmq
 
 from hairclip import __version__, precision
 from hairclip.pipeline import DETECTORS
+from hairclip.weights import add_checkpoint_options
 from hairclip_shared.client import Client, CurveKeys
 from hairclip_shared.protocol import (
     COMMON,
@@ -69,6 +70,7 @@ class EngineInfo:
     models: dict[str, str]  # name -> loaded | not_loaded | missing; 'detector' -> its name
     hairstyles: list[str]
     colours: list[str]
+    weights: dict[str, dict[str, str]] = field(default_factory=dict)  # file -> {"path", "sha256"}
 
 
 class Engine(Protocol):
@@ -394,7 +396,7 @@ class Server:
         info = self.engine.info()
         log.info("hello from %s (%s)", _peer(peer), header.get("client", "unnamed client"))
         self._send(peer, ServerInfo(__version__, PROTOCOL_VERSION, info.device, info.models, info.hairstyles,
-                                    info.colours, self.limits).to_wire(header["req"]))
+                                    info.colours, self.limits, info.weights).to_wire(header["req"]))
 
     def _on_ping(self, peer: bytes, header: dict, frames: list) -> None:
         self._send(peer, {"v": PROTOCOL_VERSION, "op": "pong", **({"req": header["req"]} if "req" in header else {})})
@@ -622,6 +624,7 @@ def register_cli(subparsers: argparse._SubParsersAction, engine_factory: EngineF
     p.add_argument("--weights-dir", type=Path, default=None, help="where the model weights are")
     p.add_argument("--preload", action="store_true", help="warm the models up before serving the first job")
     p.add_argument("--no-download", action="store_true", help="fail instead of fetching missing weights")
+    add_checkpoint_options(p)
     p.add_argument("--random-tiny", action="store_true",
                    help="serve small randomly initialised networks instead of the weights: results are noise; "
                         "for tests and demos of the plug-ins")
@@ -704,6 +707,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
     print(f"HairCLIP server {info.server} at {args.connect} (protocol {info.protocol})")
     print(f"device:     {info.device}")
     print("models:     " + (", ".join(f"{k} {v}" for k, v in info.models.items()) or "none"))
+    for name, w in info.weights.items():
+        print(f"  {name}: {w['path']} (sha256 {w['sha256']})")
     print(f"hairstyles: {len(info.hairstyles)} trained" + (f" ({', '.join(info.hairstyles[:6])}, ...)"
                                                             if info.hairstyles else ""))
     print(f"colours:    {', '.join(info.colours) or 'none listed'}")

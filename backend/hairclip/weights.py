@@ -127,6 +127,11 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def sha256_of(path: str | Path) -> str:
+    """The sha256 of any file, e.g. one named with ``--mapper``: shown in ``hello``, never compared."""
+    return _sha256_file(Path(path))
+
+
 def _looks_like_html(chunk: bytes) -> bool:
     return chunk[:512].lstrip().lower().startswith((b"<!doctype html", b"<html"))
 
@@ -492,6 +497,24 @@ def _net_reason(e: BaseException, timeout: float) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- CLI
+
+
+CHECKPOINT_OPTIONS = {"mapper": "hairclip.pt", "e4e": "e4e_ffhq_encode.pt", "parsenet": "parsenet.pth"}
+
+
+def add_checkpoint_options(parser: argparse.ArgumentParser) -> None:
+    """``--mapper``, ``--e4e``, ``--parsenet`` for ``edit`` and ``serve``: files loaded as named, not from the store."""
+    g = parser.add_argument_group("checkpoint files", "load these instead of the weight store's files; "
+                                  "they are read as named (weights only) and never checked against the manifest")
+    g.add_argument("--mapper", type=Path, metavar="FILE",
+                   help="a mapper in the hairclip.pt layout, e.g. one written by `hairclip train`")
+    g.add_argument("--e4e", type=Path, metavar="FILE", help="an encoder in the e4e_ffhq_encode.pt layout")
+    g.add_argument("--parsenet", type=Path, metavar="FILE", help="a face parser in the parsenet.pth layout")
+
+
+def checkpoint_files(args: argparse.Namespace) -> dict[str, Path]:
+    """{official name: file} for the checkpoint options given on the command line."""
+    return {name: getattr(args, opt) for opt, name in CHECKPOINT_OPTIONS.items() if getattr(args, opt, None)}
 
 
 def register_cli(subparsers) -> argparse.ArgumentParser:

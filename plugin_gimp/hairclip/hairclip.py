@@ -31,6 +31,9 @@ from gi.repository import Babl, Gegl, Gimp, GimpUi, GLib, GObject  # noqa: E402
 try:
     from hairclip_shared import Accepted, Client, EditResult, HairclipError, Image, Progress, ServerNotRunning
     from hairclip_shared.editing import (
+        ALIGNED_LABELS,
+        ALIGNED_MODES,
+        ALIGNED_RULE,
         COLOUR_MODES,
         FACE_MODES,
         HAIRSTYLE_MODES,
@@ -83,6 +86,8 @@ def add_arguments(procedure: Gimp.Procedure) -> None:
                                   "A hairstyle in words; trained ones: " + ", ".join(hairstyles), d.hairstyle, RW)
     procedure.add_layer_argument("hairstyle-ref", "Hairstyle refere_nce", "The layer whose hairstyle to copy",
                                  True, RW)
+    procedure.add_choice_argument("hairstyle-ref-aligned", "Hairstyle reference alignment", ALIGNED_RULE,
+                                  _choice(ALIGNED_MODES, ALIGNED_LABELS), d.hairstyle_ref_aligned, RW)
     procedure.add_choice_argument("colour-mode", "Hair colo_ur", "How to choose the hair colour",
                                   _choice(COLOUR_MODES, MODE_LABELS), d.colour_mode, RW)
     procedure.add_string_argument("colour", "Colour te_xt",
@@ -91,6 +96,8 @@ def add_arguments(procedure: Gimp.Procedure) -> None:
     procedure.add_color_argument("rgb", "Exact colour (RG_B)", "The exact hair colour", False, rgb, RW)
     procedure.add_layer_argument("colour-ref", "Colour refer_ence", "The layer whose hair colour to copy",
                                  True, RW)
+    procedure.add_choice_argument("colour-ref-aligned", "Colour reference alignment", ALIGNED_RULE,
+                                  _choice(ALIGNED_MODES, ALIGNED_LABELS), d.colour_ref_aligned, RW)
     procedure.add_double_argument("strength", "Stren_gth",
                                   "1 is the edit as trained, 0 leaves the hair as it is, above 1 exaggerates",
                                   0.0, 2.0, d.strength, RW)
@@ -185,7 +192,8 @@ def settings_from(config) -> tuple[EditSettings, Gimp.Layer | None, Gimp.Layer |
         hairstyle_ref=str(hairstyle_ref.get_id()) if hairstyle_ref else "",
         colour_mode=get("colour-mode"), colour=get("colour") or "", rgb=f"#{r:02x}{g:02x}{b:02x}",
         colour_ref=str(colour_ref.get_id()) if colour_ref else "",
-        strength=float(get("strength")), faces=get("faces"))
+        strength=float(get("strength")), faces=get("faces"),
+        hairstyle_ref_aligned=get("hairstyle-ref-aligned"), colour_ref_aligned=get("colour-ref-aligned"))
     return settings, hairstyle_ref, colour_ref
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from hairclip_shared.editing import ALIGNED_LABELS, ALIGNED_MODES, ALIGNED_RULE
 from hairclip_shared.protocol import parse_rgb
 
 from .model import EditModel
@@ -13,6 +14,7 @@ STYLE_MODES = (("Keep the hairstyle", "none"), ("Hairstyle in words", "text"),
 COLOUR_MODES = (("Keep the colour", "none"), ("Colour in words", "text"), ("Exact colour (RGB)", "rgb"),
                 ("Colour of a layer", "reference"))
 FACE_MODES = (("All faces", "all"), ("Faces inside the selection", "selection"))
+ALIGNED = tuple((ALIGNED_LABELS[m], m) for m in ALIGNED_MODES)
 SERVER_TEXT = {"idle": "Not connected", "connecting": "Connecting...", "connected": "Connected",
                "not_running": "Not running", "failed": "Connection failed"}
 
@@ -61,18 +63,24 @@ class EditDialog(W.QDialog):
         self.style_text = W.QComboBox()
         self.style_text.setEditable(True)
         self.style_ref = W.QComboBox()
+        self.style_aligned = _combo(ALIGNED)
         form.addRow("Hairstyle:", self.style_mode)
         form.addRow("", self.style_text)
         form.addRow("", self.style_ref)
+        form.addRow("", self.style_aligned)
         self.colour_mode = _combo(COLOUR_MODES)
         self.colour_text = W.QComboBox()
         self.colour_text.setEditable(True)
         self.rgb = W.QPushButton()
         self.colour_ref = W.QComboBox()
+        self.colour_aligned = _combo(ALIGNED)
         form.addRow("Colour:", self.colour_mode)
         form.addRow("", self.colour_text)
         form.addRow("", self.rgb)
         form.addRow("", self.colour_ref)
+        form.addRow("", self.colour_aligned)
+        for box in (self.style_aligned, self.colour_aligned):
+            box.setToolTip(ALIGNED_RULE)
         strength = W.QHBoxLayout()
         self.strength = W.QSlider(QtCore.Qt.Orientation.Horizontal)
         self.strength.setRange(0, 200)
@@ -109,7 +117,8 @@ class EditDialog(W.QDialog):
         self.endpoint.editingFinished.connect(lambda: self._set(endpoint=self.endpoint.text().strip()))
         self.retry.clicked.connect(self.model.connect)
         combos = {"hairstyle_mode": self.style_mode, "hairstyle_ref": self.style_ref,
-                  "colour_mode": self.colour_mode, "colour_ref": self.colour_ref, "faces": self.faces}
+                  "colour_mode": self.colour_mode, "colour_ref": self.colour_ref, "faces": self.faces,
+                  "hairstyle_ref_aligned": self.style_aligned, "colour_ref_aligned": self.colour_aligned}
         for key, box in combos.items():
             box.currentIndexChanged.connect(lambda i, b=box, k=key: self._set(**{k: b.itemData(i) or ""}))
         self.style_text.currentTextChanged.connect(lambda t: self._set(hairstyle=t))
@@ -139,11 +148,15 @@ class EditDialog(W.QDialog):
             _select_data(self.style_mode, s.hairstyle_mode)
             _select_data(self.colour_mode, s.colour_mode)
             _select_data(self.faces, s.faces)
+            _select_data(self.style_aligned, s.hairstyle_ref_aligned)
+            _select_data(self.colour_aligned, s.colour_ref_aligned)
             self.style_text.setVisible(s.hairstyle_mode == "text")
             self.style_ref.setVisible(s.hairstyle_mode == "reference")
+            self.style_aligned.setVisible(s.hairstyle_mode == "reference")
             self.colour_text.setVisible(s.colour_mode == "text")
             self.rgb.setVisible(s.colour_mode == "rgb")
             self.colour_ref.setVisible(s.colour_mode == "reference")
+            self.colour_aligned.setVisible(s.colour_mode == "reference")
             self.rgb.setText(s.rgb)
             self.rgb.setStyleSheet(f"background-color: {s.rgb}")
             self.strength.setValue(round(s.strength * 100))

@@ -12,6 +12,8 @@ Dialog state and settings
     EditSettings                         what the dialog holds; .to_json() / EditSettings.from_json(text)
                                          (tolerant: unknown keys and bad values fall back to the defaults)
     HAIRSTYLE_MODES, COLOUR_MODES, FACE_MODES   the values of its *_mode and faces fields
+    ALIGNED_MODES, ALIGNED_LABELS, ALIGNED_RULE  "is this reference layer an aligned face crop?" (auto/yes/no)
+    reference_is_aligned(mode, width, height) -> bool   auto: yes for a square layer of ALIGNED_SIDE px
     build_request(settings, source, hairstyle_ref=None, colour_ref=None, selection=None) -> EditRequest
     layer_name(settings, hairstyle_ref_name="", colour_ref_name="") -> "HairCLIP: bob cut, purple"
     not_running_message(endpoint) -> str the "not running" text, with the command that starts the server
@@ -91,6 +93,18 @@ def not_running_message(endpoint: str) -> str:
 HAIRSTYLE_MODES = ("none", "text", "reference")
 COLOUR_MODES = ("none", "text", "rgb", "reference")
 FACE_MODES = ("all", "selection")
+ALIGNED_MODES = ("auto", "yes", "no")
+ALIGNED_SIDE = 1024  # HairCLIP's reference crops are 1024 x 1024 FFHQ-aligned faces
+ALIGNED_LABELS = {"auto": f"Aligned face crop: automatic (yes for a square {ALIGNED_SIDE}x{ALIGNED_SIDE} px layer)",
+                  "yes": "This layer is an aligned face crop", "no": "Not aligned: find and align the face"}
+ALIGNED_RULE = (f"An aligned face crop (FFHQ-style, as HairCLIP's own references) is used as it is, with no face "
+                f"detection. Automatic treats a square {ALIGNED_SIDE}x{ALIGNED_SIDE} px layer as one and any other "
+                "layer as a photo whose face is found and aligned.")
+
+
+def reference_is_aligned(mode: str, width: int, height: int) -> bool:
+    """The one rule both plug-ins apply: "auto" means aligned exactly for a square ALIGNED_SIDE px layer."""
+    return mode == "yes" or (mode == "auto" and width == height == ALIGNED_SIDE)
 
 
 @dataclass(frozen=True)
@@ -107,6 +121,8 @@ class EditSettings:
     colour_ref: str = ""
     strength: float = 1.0
     faces: str = "all"
+    hairstyle_ref_aligned: str = "auto"  # one of ALIGNED_MODES
+    colour_ref_aligned: str = "auto"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -149,6 +165,8 @@ class EditSettings:
             raise ValueError(name)
         elif name == "faces" and value not in FACE_MODES:
             raise ValueError(name)
+        elif name in ("hairstyle_ref_aligned", "colour_ref_aligned") and value not in ALIGNED_MODES:
+            raise ValueError(name)
         elif name == "rgb":
             parse_rgb(value)
         elif name == "endpoint" and "://" not in value:
@@ -160,7 +178,8 @@ def build_request(settings: EditSettings, source: Image, hairstyle_ref: Image | 
     """The EditRequest for the dialog's inputs, or BadRequest with a message that says what to fix.
 
     `selection` is the editor's selection over the source's extent (an 'A' mask or a rectangle); it is
-    required when settings.faces == "selection" and ignored otherwise.
+    required when settings.faces == "selection" and ignored otherwise. A reference is sent as an aligned face
+    crop when `reference_is_aligned` says so for its setting and size.
     """
     kw: dict[str, Any] = {}
     if settings.hairstyle_mode == "text":
@@ -190,7 +209,10 @@ def build_request(settings: EditSettings, source: Image, hairstyle_ref: Image | 
     for key in ("hairstyle", "colour"):
         if key in kw and len(kw[key].strip()) > MAX_TEXT:
             raise BadRequest(f"The {key} text is longer than {MAX_TEXT} characters.")
-    return EditRequest(source=source, strength=settings.strength, faces="all", preview=True, **kw)
+    aligned = tuple(role for role, mode in (("hairstyle_ref", settings.hairstyle_ref_aligned),
+                                            ("colour_ref", settings.colour_ref_aligned))
+                    if role in kw and reference_is_aligned(mode, kw[role].width, kw[role].height))
+    return EditRequest(source=source, strength=settings.strength, faces="all", preview=True, aligned=aligned, **kw)
 
 
 def layer_name(settings: EditSettings, hairstyle_ref_name: str = "", colour_ref_name: str = "") -> str:

@@ -315,8 +315,9 @@ class Rect:
 RGB = tuple[int, int, int]
 EDIT_PARAMS = {"hairstyle": str, "colour": str, "rgb": list, "strength": float, "faces": (str, int),
                "selection": list, "return_aligned": bool, "preview": bool, "out_channels": str,
-               "out_depth": str}
+               "out_depth": str, "aligned": list}
 EDIT_ROLES = ("source", "hairstyle_ref", "colour_ref", "mask")
+ALIGNABLE_ROLES = ("source", "hairstyle_ref", "colour_ref")  # images that may be marked as aligned face crops
 
 
 def parse_rgb(value: Any) -> RGB:
@@ -357,6 +358,8 @@ class EditRequest:
     hairstyle/hairstyle_ref and colour/colour_ref/rgb are alternatives; at least one condition is needed.
     `selection` limits the edit to a rectangle or to an 'A' mask the size of the source.
     The result layer comes back in out_channels/out_depth (RGBA or BGRA; default: the source's).
+    `aligned` names the images (of ALIGNABLE_ROLES) that are already FFHQ-aligned face crops: no detection
+    runs on them, and an aligned 1024 px reference takes HairCLIP's own reference path.
     """
 
     source: Image
@@ -372,6 +375,7 @@ class EditRequest:
     preview: bool = True
     out_channels: str | None = None
     out_depth: str | None = None
+    aligned: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.source, Image) or self.source.channels == "A":
@@ -389,6 +393,7 @@ class EditRequest:
         set_(self, "out_channels", self.out_channels or
              (self.source.channels if self.source.channels in ("RGBA", "BGRA") else "RGBA"))
         set_(self, "out_depth", self.out_depth or self.source.depth)
+        set_(self, "aligned", _aligned_roles(self.aligned, self.images()))
         self._validate()
 
     def _validate(self) -> None:
@@ -442,6 +447,8 @@ class EditRequest:
                 params[key] = getattr(self, key)
         if self.rgb is not None:
             params["rgb"] = list(self.rgb)
+        if self.aligned:  # absent when empty: such a request is the same bytes as before the field existed
+            params["aligned"] = list(self.aligned)
         if isinstance(self.selection, Rect):
             s = self.selection
             params["selection"] = [s.x, s.y, s.w, s.h]
@@ -460,8 +467,24 @@ class EditRequest:
             kw["selection"] = images["mask"]
         elif "selection" in kw:
             kw["selection"] = tuple(kw["selection"])
+        if "aligned" in kw:
+            kw["aligned"] = tuple(kw["aligned"])
         return cls(source=images["source"], hairstyle_ref=images.get("hairstyle_ref"),
                    colour_ref=images.get("colour_ref"), **kw)
+
+
+def _aligned_roles(roles: Any, images: dict[str, Image]) -> tuple[str, ...]:
+    """The aligned flags as a tuple in ALIGNABLE_ROLES order; each must name an image of the request."""
+    if isinstance(roles, str) or not isinstance(roles, (list, tuple, set, frozenset)):
+        raise BadRequest("aligned must be a list of image roles, e.g. ['source', 'hairstyle_ref'].")
+    for role in roles:
+        if role not in ALIGNABLE_ROLES:
+            raise BadRequest(f"aligned lists {str(role)[:40]!r}; only {', '.join(ALIGNABLE_ROLES)} can be aligned.")
+        if role not in images:
+            raise BadRequest(f"aligned lists {role!r}, but the request has no {role} image.")
+    if len(set(roles)) != len(roles):
+        raise BadRequest("aligned lists an image twice.")
+    return tuple(r for r in ALIGNABLE_ROLES if r in roles)
 
 
 @dataclass(frozen=True)
@@ -563,16 +586,24 @@ class ServerInfo:
     hairstyles: list[str]
     colours: list[str]
     limits: Limits
+    weights: dict[str, dict[str, str]] = field(default_factory=dict)  # file role -> {"path", "sha256"}
 
     def to_wire(self, req: str) -> dict:
-        return {"v": PROTOCOL_VERSION, "op": "hello", "req": req, "server": self.server,
-                "protocol": self.protocol, "device": self.device, "models": dict(self.models),
-                "hairstyles": list(self.hairstyles), "colours": list(self.colours),
-                "limits": self.limits.to_wire()}
+        h = {"v": PROTOCOL_VERSION, "op": "hello", "req": req, "server": self.server,
+             "protocol": self.protocol, "device": self.device, "models": dict(self.models),
+             "hairstyles": list(self.hairstyles), "colours": list(self.colours),
+             "limits": self.limits.to_wire()}
+        if self.weights:
+            h["weights"] = {k: dict(v) for k, v in self.weights.items()}
+        return h
 
     @classmethod
     def from_wire(cls, h: dict) -> ServerInfo:
         check_fields(h, "hello reply", {**COMMON, "req": str, "server": str, "protocol": int, "device": str,
-                                        "models": dict, "hairstyles": list, "colours": list, "limits": dict})
+                                        "models": dict, "hairstyles": list, "colours": list, "limits": dict},
+                     {"weights": dict})
+        weights = h.get("weights", {})
+        for name, entry in weights.items():
+            check_fields(entry, f"hello reply weights[{name!r}]", {"path": str, "sha256": str})
         return cls(h["server"], h["protocol"], h["device"], h["models"], h["hairstyles"], h["colours"],
-                   Limits.from_wire(h["limits"]))
+                   Limits.from_wire(h["limits"]), weights)

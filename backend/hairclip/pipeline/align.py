@@ -348,6 +348,13 @@ def aligned_input(photo: np.ndarray, output_size: int = E4E_SIZE) -> AlignedFace
     im = Image.fromarray(photo)
     image = photo.copy() if (w, h) == (output_size, output_size) else np.array(
         im.resize((output_size, output_size), Image.BILINEAR))
-    big = photo.copy() if (w, h) == (SYNTH_SIZE, SYNTH_SIZE) else np.array(
-        im.resize((SYNTH_SIZE, SYNTH_SIZE), Image.LANCZOS))
-    return AlignedFace(image, big, FaceTransform.covering((w, h)), False)
+    return AlignedFace(image, aligned_crop1024(photo), FaceTransform.covering((w, h)), False)
+
+
+def aligned_crop1024(photo: np.ndarray) -> np.ndarray:
+    """An aligned crop at 1024 px, HairCLIP's parsing and reference size: as it is when already 1024 (the
+    official path, which accepts nothing else), else resized with LANCZOS (our extension)."""
+    h, w = photo.shape[:2]
+    if (w, h) == (SYNTH_SIZE, SYNTH_SIZE):
+        return np.array(photo, copy=True)
+    return np.array(Image.fromarray(photo).resize((SYNTH_SIZE, SYNTH_SIZE), Image.LANCZOS))

@@ -1,7 +1,8 @@
 """Stage 4: the hairstyle and colour conditions as CLIP embeddings, exactly as HairCLIP builds them.
 
 - Text uses the training templates: ``"<name> hairstyle"`` and ``"<colour> hair"``.
-- A reference photo is aligned, its hair kept by the parser (label 13), pooled to 224 and CLIP-encoded.
+- A reference photo is aligned (or, marked aligned, taken as it is: HairCLIP's own reference path), its hair
+  kept by the parser (label 13), pooled to 224 and CLIP-encoded.
 - An RGB colour has no counterpart in HairCLIP. We recolour the photo's own hair to the target in Lab and use
   that as the colour reference, so the mapper sees the asked colour on this very hairstyle; the edited hair
   is then shifted in Lab to the target mean (`match_hair_color`), so the result measurably reaches it.
@@ -47,6 +48,8 @@ class Conditions:
     hairstyle_ref: np.ndarray | None = None  # a photo (any size, RGB uint8); aligned like the input
     color_ref: np.ndarray | None = None
     rgb: tuple[int, int, int] | None = None
+    hairstyle_ref_aligned: bool = False  # the reference is an aligned face crop: no detection, taken as it is
+    color_ref_aligned: bool = False
 
     def __post_init__(self):
         for name in ("hairstyle", "color"):
@@ -111,10 +114,10 @@ def hair_lab_distance(image: torch.Tensor, hair: torch.Tensor, rgb: tuple[int, i
 class ConditionEncoder:
     """Turns `Conditions` into the mapper's embeddings, with caches for text and reference images."""
 
-    def __init__(self, mapper: HairMapper, parser: UNet, align_reference, cache_size: int = 64):
+    def __init__(self, mapper: HairMapper, parser: UNet, reference_crop, cache_size: int = 64):
         self.mapper = mapper
         self.parser = parser
-        self.align_reference = align_reference  # photo uint8 -> aligned 1024 uint8 crop (raises if no face)
+        self.reference_crop = reference_crop  # (photo, aligned) -> the 1024 uint8 crop (raises if no face)
         self.text_cache: LRUCache[torch.Tensor] = LRUCache(cache_size)
         self.image_cache: LRUCache[torch.Tensor] = LRUCache(cache_size)
 
@@ -132,16 +135,20 @@ class ConditionEncoder:
 
         return self.text_cache.get_or_compute(prompt, encode)
 
-    def reference(self, photo: np.ndarray, what: str) -> torch.Tensor:
-        """A reference photo's hair, as HairCLIP's image condition."""
+    def reference(self, photo: np.ndarray, what: str, aligned: bool = False) -> torch.Tensor:
+        """A reference photo's hair, as HairCLIP's image condition.
+
+        HairCLIP's recipe on the 1024 crop: ``ToTensor``/``Normalize(0.5, 0.5)`` (``image_tensor`` is bit-equal),
+        the parser's hair mask at 1024, ``image * mask``, then the mapper's 224 pool and CLIP encode.
+        """
         def encode() -> torch.Tensor:
-            aligned = image_tensor(self.align_reference(photo), self.device)
-            hair = parse.hair(self.parser, aligned)[:, None].float()
+            crop = image_tensor(self.reference_crop(photo, aligned), self.device)
+            hair = parse.hair(self.parser, crop)[:, None].float()
             if hair.mean() < MIN_REFERENCE_HAIR:
                 raise NoHairInReference(f"no hair was found in the {what} reference image")
-            return self.mapper.encode_image(aligned * hair).float()
+            return self.mapper.encode_image(crop * hair).float()
 
-        return self.image_cache.get_or_compute(("ref", content_key(photo)), encode)
+        return self.image_cache.get_or_compute(("ref", aligned, content_key(photo)), encode)
 
     def rgb(self, aligned1024: torch.Tensor, hair: torch.Tensor, rgb: tuple[int, int, int]) -> torch.Tensor:
         """The colour condition for an RGB target: this face's own hair, recoloured."""
@@ -157,7 +164,9 @@ class ConditionEncoder:
     def embeddings(self, cond: Conditions) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """(hairstyle, colour) embeddings, None where the branch is empty or depends on the face (RGB)."""
         style = (self.text(hairstyle_text(cond.hairstyle)) if cond.hairstyle
-                 else self.reference(cond.hairstyle_ref, "hairstyle") if cond.hairstyle_ref is not None else None)
+                 else self.reference(cond.hairstyle_ref, "hairstyle", cond.hairstyle_ref_aligned)
+                 if cond.hairstyle_ref is not None else None)
         color = (self.text(color_text(cond.color)) if cond.color
-                 else self.reference(cond.color_ref, "colour") if cond.color_ref is not None else None)
+                 else self.reference(cond.color_ref, "colour", cond.color_ref_aligned)
+                 if cond.color_ref is not None else None)
         return style, color

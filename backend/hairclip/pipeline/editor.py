@@ -19,7 +19,14 @@ import torch
 from hairclip.device import prepare
 from hairclip.images import check_photo
 from hairclip.pipeline import parse
-from hairclip.pipeline.align import AlignedFace, FaceTransform, align_face, aligned_input, to_rgb8
+from hairclip.pipeline.align import (
+    AlignedFace,
+    FaceTransform,
+    align_face,
+    aligned_crop1024,
+    aligned_input,
+    to_rgb8,
+)
 from hairclip.pipeline.cache import LRUCache, content_key
 from hairclip.pipeline.composite import compose_layer, edit_mask, face_box, warp_face
 from hairclip.pipeline.conditions import ConditionEncoder, Conditions, image_tensor, match_hair_color
@@ -85,7 +92,7 @@ class HairEditor:
     def __init__(self, models: Models):
         self.models = models
         self.inverter = Inverter(models.encoder, models.latent_avg)
-        self.conditions = ConditionEncoder(models.mapper, models.parser, self._align_reference)
+        self.conditions = ConditionEncoder(models.mapper, models.parser, self._reference_crop)
         self.face_cache: LRUCache[list] = LRUCache(16)  # another text on the same photo detects nothing again
 
     def detect(self, rgb8: np.ndarray) -> list:
@@ -96,11 +103,16 @@ class HairEditor:
     def device(self) -> torch.device:
         return self.models.device
 
-    def _align_reference(self, photo: np.ndarray) -> np.ndarray:
+    def _reference_crop(self, photo: np.ndarray, aligned: bool) -> np.ndarray:
+        """The 1024 crop HairCLIP encodes: an aligned reference as it is (no detection), else its largest face
+        found and aligned like the photo's."""
         rgb = to_rgb8(check_photo(photo, "reference image"))
+        if aligned:
+            return aligned_crop1024(rgb)
         faces = self.detect(rgb)
         if not faces:
-            raise NoFaceFound("no face was found in the reference image")
+            raise NoFaceFound("no face was found in the reference image; if it is an aligned face crop "
+                              "(FFHQ-style, ideally 1024x1024), mark it as aligned")
         pick = select_faces(faces, "largest")[0]
         return align_face(rgb, faces[pick].landmarks).image1024
 

@@ -1,13 +1,15 @@
 """Every network the edit needs, loaded once and kept on one device.
 
 `Models.load` reads the official files from the weight store (or a folder holding them under their official
-names). `Models.random_tiny` builds small randomly initialised configurations of the same networks, so the
-whole pipeline can run in tests and demos without the weights; its pictures are noise.
+names), or files named explicitly (``--mapper``, ``--e4e``, ``--parsenet``). `Models.random_tiny` builds small
+randomly initialised configurations of the same networks, so the whole pipeline can run in tests and demos
+without the weights; its pictures are noise.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -38,27 +40,42 @@ class Models:
     device: torch.device
     names: dict[str, str]  # what each network was loaded from, for `hello` and logs
     plan: PrecisionPlan | None = None  # set by `to`: the dtypes every network runs in
+    weights: dict[str, dict[str, str]] = field(default_factory=dict)  # file -> {"path", "sha256"}, for `hello`
 
     @classmethod
     def load(cls, device: str | torch.device | None = None, weights_dir: str | Path | None = None,
              download: bool = False, progress: bool = True,
-             detector: DetectorKind | FaceDetector = "dlib", precision: str = "auto") -> Models:
-        """The official networks, from the weight store (checksums verified) or ``weights_dir``.
-
-        The face detector (see `make_detector`) is built at the first photo that needs one."""
-        from hairclip.checkpoints import load_e4e, load_hairclip, load_parsenet
-        from hairclip.weights import WeightStore
+             detector: DetectorKind | FaceDetector = "dlib", precision: str = "auto",
+             files: Mapping[str, str | Path] | None = None) -> Models:
+        """The official networks. Each of `EDIT_WEIGHTS` named in ``files`` is loaded from that file as it is
+        (the person named it: no manifest check); the others come from the weight store (checksums verified)
+        or ``weights_dir``. The face detector (see `make_detector`) is built at the first photo that needs one,
+        so an edit of aligned crops needs only the three HairCLIP files."""
+        from hairclip.checkpoints import CheckpointError, load_e4e, load_hairclip, load_parsenet
+        from hairclip.weights import WeightStore, sha256_of
 
         dev = pick_device(device) if not isinstance(device, torch.device) else device
+        files = {n: Path(p) for n, p in (files or {}).items()}
+        if unknown := sorted(set(files) - set(EDIT_WEIGHTS)):
+            raise ValueError(f"files may name only {', '.join(EDIT_WEIGHTS)}, not {', '.join(unknown)}")
         store = WeightStore(weights_dir) if weights_dir else WeightStore()
-        paths = {n: store.resolve(n, download=download, progress=progress) for n in EDIT_WEIGHTS}
+        paths, digests = {}, {}
+        for n in EDIT_WEIGHTS:
+            if n in files:
+                if not files[n].is_file():
+                    raise CheckpointError(f"{files[n]}: no such file (given for {n})")
+                paths[n], digests[n] = files[n].resolve(), sha256_of(files[n])
+            else:
+                paths[n] = store.resolve(n, download=download, progress=progress)
+                digests[n] = store.check(n).sha256 or sha256_of(paths[n])
         hairclip = load_hairclip(paths["hairclip.pt"])
         e4e = load_e4e(paths["e4e_ffhq_encode.pt"])
         if isinstance(detector, str):
             detector = make_detector(detector, dev, store, download=download)
         models = cls(e4e.encoder, e4e.latent_avg, hairclip.mapper, hairclip.decoder,
                      load_parsenet(paths["parsenet.pth"]), detector, dev,
-                     {n: str(p) for n, p in paths.items()})
+                     {n: str(p) for n, p in paths.items()},
+                     weights={n: {"path": str(paths[n]), "sha256": digests[n]} for n in EDIT_WEIGHTS})
         return models.to(dev, plan_for(dev, precision))
 
     @classmethod
