@@ -12,6 +12,10 @@ Weights and float inputs are not stored: tests/parity.py rebuilds each tensor as
 (seed, name, shape), and the files keep the official state-dict layout (keys, shapes, dtypes), a probe of each
 tensor, the few stored overrides, the integer inputs (CLIP tokens) and the official outputs.
 
+The generator is HairCLIP's own copy of rosinality's StyleGAN2 (``models/stylegan2``, with its pure-PyTorch ops),
+since that is what HairCLIP runs; rosinality/stylegan2-pytorch itself is not needed. The data are made with one
+thread (``torch.set_num_threads(1)``) so that they do not depend on how a reduction was split.
+
 What had to change for the official code to run here, on the CPU and without its weight files (nothing else):
 - encoder4editing's ``models/stylegan2/op`` JIT-compiles CUDA kernels at import. ``torch.utils.cpp_extension.load``
   is replaced by a stub while it is imported; the stub's kernels raise if called. e4e's encoder calls none of
