@@ -572,6 +572,27 @@ def test_status_prints_the_hello_or_a_clear_not_running(capsys):
     assert "not running" in capsys.readouterr().err
 
 
+def test_status_lists_every_trained_hairstyle(capsys):
+    # the engine's list (hairclip.nets.mapper.HAIRSTYLES), read without importing torch
+    HAIRSTYLES = [p.removesuffix(" hairstyle") for p in (ROOT / "backend/hairclip/data/hairstyles.txt"
+                                                           ).read_text().splitlines()]
+
+    class FullListEngine(TintTestEngine):
+        def info(self) -> EngineInfo:
+            return EngineInfo("cpu (tint test double)", {}, list(HAIRSTYLES), ["purple"])
+
+    parser = argparse.ArgumentParser()
+    register_cli(parser.add_subparsers())
+    with serving(FullListEngine()) as srv:
+        args = parser.parse_args(["status", "--connect", srv.endpoint])
+        assert args.func(args) == 0
+    out = capsys.readouterr().out
+    listed = out.split("hairstyles:", 1)[1].split("colours:", 1)[0]
+    names = [n.strip() for n in listed.split(":", 1)[1].replace("\n", " ").split(",")]
+    assert len(HAIRSTYLES) == 44 and names == list(HAIRSTYLES)
+    assert "44 trained" in out and "..." not in listed
+
+
 def test_serve_without_weights_offline_names_the_files_to_import(capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("HAIRCLIP_WEIGHTS", str(tmp_path / "empty-store"))
     parser = argparse.ArgumentParser()
