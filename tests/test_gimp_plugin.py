@@ -26,7 +26,14 @@ import hairclip.server  # noqa: F401  (imported before the plug-in's folder, whi
 from hairclip import install_gimp
 from hairclip.server import EngineInfo, Server
 from hairclip_shared import EditResult, Face, Image, JobFailed, Limits
-from hairclip_shared.editing import COLOUR_MODES, FACE_MODES, HAIRSTYLE_MODES, EditSettings, layer_name
+from hairclip_shared.editing import (
+    COLOUR_MODES,
+    FACE_MODES,
+    HAIRSTYLE_MODES,
+    EditSettings,
+    empty_layer_message,
+    layer_name,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN = ROOT / "plugin_gimp" / "hairclip" / "hairclip.py"
@@ -485,6 +492,19 @@ def test_hairstyle_reference_layer_and_exact_colour_are_sent(monkeypatch, server
     assert layer.name == "HairCLIP: hairstyle of ref, #102030 (strength 1.5)"
 
 
+@pytest.mark.parametrize("role", ["hairstyle", "colour"])
+def test_an_empty_reference_layer_is_refused_on_the_spot_as_in_krita(monkeypatch, server, role):
+    plugin, gimp = load_plugin(monkeypatch)
+    image = FakeImage(40, 30)
+    src = photo(image)
+    ref = photo(image, "empty", size=(6, 4), offsets=(0, 0), alpha=0.0)
+    status, message = call(plugin, gimp, image, [src], server=server.endpoint, **{
+        f"{role}_mode": "reference", f"{role}_ref": ref})
+    assert status == gimp.PDBStatusType.EXECUTION_ERROR
+    assert message == empty_layer_message(f"{role} reference", "empty")  # kritadoc.read_layer's sentence
+    assert not server.test_engine.requests and [x.name for x in image.layers] == ["empty", "photo"]
+
+
 def test_a_colour_default_lost_on_the_way_through_the_pdb_is_restored(monkeypatch, server):
     plugin, gimp = load_plugin(monkeypatch)
     image = FakeImage(40, 30)
@@ -576,6 +596,8 @@ def test_server_not_running_tells_how_to_start_it(monkeypatch):
     status, message = call(plugin, gimp, image, [photo(image)], server="tcp://127.0.0.1:9")
     assert status == gimp.PDBStatusType.EXECUTION_ERROR
     assert "hairclip serve" in message and "tcp://127.0.0.1:9" in message
+    # said once: not "...is answering at X..." and then "(No HairCLIP server answered at X.)"
+    assert message.count("tcp://127.0.0.1:9") == 1 and message.count("No HairCLIP server") == 1, message
     assert gimp.progress[-1] == ("end",) and len(image.layers) == 1
 
 

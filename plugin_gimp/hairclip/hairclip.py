@@ -36,6 +36,7 @@ try:
         HAIRSTYLE_MODES,
         EditSettings,
         build_request,
+        check_has_pixels,
         from_wire,
         gimp_layout,
         layer_name,
@@ -214,11 +215,13 @@ def write_pixels(drawable, babl: str, data: bytes) -> None:
     drawable.update(0, 0, w, h)
 
 
-def reference(layer) -> Image | None:
+def reference(layer, role: str) -> Image | None:
     if layer is None:
         return None
     layout = gimp_layout("u8-non-linear")  # the server shrinks references to 1024 px; 8 bits are plenty
-    return to_wire(read_pixels(layer, layout.babl), layer.get_width(), layer.get_height(), layout)
+    pixels = read_pixels(layer, layout.babl)
+    check_has_pixels(pixels, layout, f"{role} reference", layer.get_name())
+    return to_wire(pixels, layer.get_width(), layer.get_height(), layout)
 
 
 def selection_mask(image, src) -> Image | None:
@@ -250,7 +253,7 @@ def run_job(settings: EditSettings, request) -> EditResult:
                 elif isinstance(event, EditResult):
                     return event
     except ServerNotRunning as e:
-        raise Failure(not_running_message(settings.endpoint) + f"\n\n({e.message})") from None
+        raise Failure(not_running_message(settings.endpoint, e.message)) from None
     finally:
         Gimp.progress_end()
     raise Failure("The server ended the edit without a result.")
@@ -262,10 +265,11 @@ def edit(image, drawables, config) -> Gimp.Layer:
     settings, hairstyle_ref, colour_ref = settings_from(config)
     w, h = src.get_width(), src.get_height()
     pixels = read_pixels(src, layout.babl)
+    check_has_pixels(pixels, layout, "layer", src.get_name())
     request = build_request(
         settings, to_wire(pixels, w, h, layout),
-        hairstyle_ref=reference(hairstyle_ref) if settings.hairstyle_mode == "reference" else None,
-        colour_ref=reference(colour_ref) if settings.colour_mode == "reference" else None,
+        hairstyle_ref=reference(hairstyle_ref, "hairstyle") if settings.hairstyle_mode == "reference" else None,
+        colour_ref=reference(colour_ref, "colour") if settings.colour_mode == "reference" else None,
         selection=selection_mask(image, src) if settings.faces == "selection" else None)
     result = run_job(settings, request)
     colour, alpha = split_alpha(from_wire(result.layer, layout), layout, alpha_from=pixels)
