@@ -91,6 +91,7 @@ class FakeDrawable:
         self.image, self.name, self.width, self.height, self.kind = image, name, w, h, kind
         self.px = np.zeros((h, w, channels))
         self.offsets = (0, 0)
+        self.composite_space = Nick("auto")  # GIMP 3: Normal mode then composites in linear light
         self.mask: FakeDrawable | None = None
         self.owner: FakeDrawable | None = None
         self.id = image.next_id()
@@ -129,6 +130,10 @@ class FakeDrawable:
     def set_offsets(self, x, y):
         self.offsets = (x, y)
         self.mutate("set_offsets")
+
+    def set_composite_space(self, space):
+        self.composite_space = space
+        self.mutate("set_composite_space")
 
     def get_parent(self):
         return None
@@ -297,6 +302,7 @@ def fake_gi() -> tuple[types.ModuleType, types.SimpleNamespace]:
         RunMode=_enum("INTERACTIVE", "NONINTERACTIVE", "WITH_LAST_VALS"),
         PDBStatusType=_enum("SUCCESS", "CANCEL", "EXECUTION_ERROR", "CALLING_ERROR"),
         ImageType=_enum("RGBA_IMAGE"), LayerMode=_enum("NORMAL"), AddMaskType=_enum("WHITE"),
+        LayerColorSpace=_enum("AUTO", "RGB_LINEAR", "RGB_PERCEPTUAL"),
         Selection=types.SimpleNamespace(is_empty=lambda image: not image.selection.px.any()),
         progress_init=lambda text: progress.append(("init", text)),
         progress_set_text=lambda text: progress.append(("text", text)),
@@ -448,6 +454,7 @@ def test_result_is_a_masked_layer_right_above_the_source(monkeypatch, server):
     np.testing.assert_allclose(layer.px[..., 3], np.round(0.8 * 255) / 255)  # the source's own alpha
     mask = layer.mask.px[..., 0]
     assert (mask[:, :6] == 1).all() and (mask[:, 6:] == 0).all()  # the edit's alpha
+    assert layer.composite_space is gimp.LayerColorSpace.RGB_PERCEPTUAL  # mixed as the backend mixes
     request = server.test_engine.requests[0]
     assert (request.source.width, request.source.height, request.source.depth) == (12, 8, "u8")
     assert (request.hairstyle, request.colour, request.strength) == ("bob cut", "purple", 1.0)

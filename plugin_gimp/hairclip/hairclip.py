@@ -279,7 +279,8 @@ def edit(image, drawables, config) -> Gimp.Layer:
 
 
 def add_result_layer(image, src, name: str, colour: bytes, babl: str, alpha: bytes) -> Gimp.Layer:
-    """The edited layer, at the source's offsets, right above it; its mask holds the edit's alpha.
+    """The edited layer, at the source's offsets, right above it; its mask holds the edit's alpha, and it is
+    composited in perceptual (sRGB) space, as the backend composites.
 
     Pixels and mask are written before the layer joins the image, so the undo group holds one cheap step
     (the insertion) instead of copies of every tile.
@@ -289,6 +290,9 @@ def add_result_layer(image, src, name: str, colour: bytes, babl: str, alpha: byt
     image.undo_group_start()
     try:
         layer = Gimp.Layer.new(image, name, w, h, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
+        # GIMP 3 mixes Normal layers in linear light by default; the backend (and Krita) mix sRGB values, so
+        # without this the soft mask edge looks different here than in `hairclip edit -o`.
+        layer.set_composite_space(Gimp.LayerColorSpace.RGB_PERCEPTUAL)
         layer.set_offsets(ox, oy)
         write_pixels(layer, babl, colour)
         mask = layer.create_mask(Gimp.AddMaskType.WHITE)
