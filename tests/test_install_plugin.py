@@ -4,6 +4,8 @@ pip is replaced by a runner that writes real (tiny) wheels, so nothing here touc
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import subprocess
 import sys
 import types
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from hairclip import install_gimp as ig
 from hairclip import install_plugin as ip
 from hairclip.cli import build_parser
 
@@ -181,3 +184,59 @@ def test_gimp_target_says_when_its_installer_is_missing(monkeypatch):
     monkeypatch.setattr(ip.importlib, "import_module", missing)
     with pytest.raises(ip.InstallError, match="GIMP installer"):
         ip._cmd_gimp(argparse.Namespace(dest=None))
+
+
+# ---------------------------------------------------------------------------------------------- GIMP's Python, rollback
+
+def _gimp_args(dest: Path, **kw) -> argparse.Namespace:
+    return argparse.Namespace(**({"dest": dest, "deps": "auto", "gimp_python": None, "python": None,
+                                  "platform": None} | kw))
+
+
+def test_gimps_python_on_linux_is_python3_of_the_system_path_not_this_shells_venv_or_shim(tmp_path, monkeypatch):
+    """Without an .interp naming Python (Debian's GIMP 3 has none), GIMP runs the plug-in through its
+    `#!/usr/bin/env python3` line with the desktop's PATH, not the PATH of the shell running the installer."""
+    shim = tmp_path / "pyenv" / "shims"
+    shim.mkdir(parents=True)
+    (shim / "python3").write_text("#!/bin/sh\nexit 1\n")
+    (shim / "python3").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(ig, "gimp_install_dirs", lambda platform=None, env=None: [])  # no .interp files
+    found = ig.find_gimp_python(tmp_path / "plug-ins", "linux")
+    assert found == [shutil.which("python3", path=ig.SYSTEM_PATH)] and str(shim) not in found[0]
+
+
+def test_a_python_that_cannot_import_gi_is_refused_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(ig, "find_gimp_python", lambda dest: [sys.executable, "-I", "-S"])  # no gi, no zmq
+    monkeypatch.setattr(ig, "fetch_wheels", _no_download)
+    dest = tmp_path / "plug-ins"
+    with pytest.raises(ip.InstallError, match=r"cannot import gi \(PyGObject\)") as e:
+        ig.install(_gimp_args(dest))
+    assert "--gimp-python" in e.value.message and not dest.exists()
+
+
+def _no_download(*args, **kw):
+    raise ip.InstallError("pip could not download pyzmq (no network here)")
+
+
+def test_a_failed_gimp_install_leaves_the_previous_one_as_it_was(tmp_path, monkeypatch):
+    dest = tmp_path / "plug-ins"
+    assert ig.install(_gimp_args(dest, deps="none")) == 0
+    folder = dest / "hairclip"
+    (folder / "vendor" / "zmq").mkdir(parents=True)
+    (folder / "from-the-previous-install.txt").write_text("kept")
+    before = sorted(p.relative_to(dest) for p in dest.rglob("*"))
+    monkeypatch.setattr(ig, "probe_python", lambda cmd: ig.PythonInfo("3.13", "linux-x86_64", have=("gi",)))
+    monkeypatch.setattr(ig, "fetch_wheels", _no_download)
+    with pytest.raises(ip.InstallError, match="could not download"):
+        ig.install(_gimp_args(dest, gimp_python="gimp-python"))
+    assert sorted(p.relative_to(dest) for p in dest.rglob("*")) == before  # no half-made or hidden folders
+    assert (folder / "from-the-previous-install.txt").read_text() == "kept"
+
+
+def test_a_failed_krita_install_adds_no_plugin_without_its_dependencies(tmp_path):
+    dest, rc = tmp_path / "pykrita", tmp_path / "kritarc"
+    with pytest.raises(ip.InstallError, match="no matching distribution"):
+        ip.install_krita(_args(dest=dest, kritarc=rc, deps="wheels", python="3.10"), run=FakePip(returncode=1),
+                         log=lambda s: None)
+    assert list(dest.iterdir()) == [] and not rc.exists()
