@@ -18,6 +18,8 @@ from hairclip import install_gimp as ig
 from hairclip import install_plugin as ip
 from hairclip.cli import build_parser
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def _args(**kw) -> argparse.Namespace:
     base = dict(editor="krita", dest=None, deps="none", python=None, platform=None, system="Linux",
@@ -240,3 +242,41 @@ def test_a_failed_krita_install_adds_no_plugin_without_its_dependencies(tmp_path
         ip.install_krita(_args(dest=dest, kritarc=rc, deps="wheels", python="3.10"), run=FakePip(returncode=1),
                          log=lambda s: None)
     assert list(dest.iterdir()) == [] and not rc.exists()
+
+
+# ---------------------------------------------------------------------------------------------- from a wheel
+
+def test_install_plugin_works_from_a_built_and_installed_wheel(tmp_path):
+    """Not only from a checkout: the wheel carries both plug-ins (setup.py), and its installed package installs
+    them. The checkout copy it was built from is gone before the installer runs."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md"):
+        shutil.copy2(ROOT / name, src / name)
+    for name in ("backend", "shared", "plugin_krita", "plugin_gimp"):
+        shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    built = subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "wheels"),
+                            str(src)], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr[-3000:]
+    (wheel,) = (tmp_path / "wheels").glob("hairclip_studio-*.whl")
+    site = tmp_path / "site"
+    installed = subprocess.run([*pip, "install", "--no-deps", "--no-index", "--target", str(site), str(wheel)],
+                               capture_output=True, text=True, timeout=300)
+    assert installed.returncode == 0, installed.stderr[-3000:]
+    shutil.rmtree(src)
+
+    run = "import sys, hairclip; print(hairclip.__file__); from hairclip.cli import main; sys.exit(main(sys.argv[1:]))"
+    env = {**os.environ, "PYTHONPATH": str(site)}  # the installed wheel, not this checkout
+    for editor, extra in (("krita", ["--deps", "none", "--kritarc", str(tmp_path / "kritarc")]),
+                          ("gimp", ["--deps", "none"])):
+        out = subprocess.run([sys.executable, "-c", run, "install-plugin", editor, "--dest", str(tmp_path / editor),
+                              *extra], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert out.stdout.splitlines()[0] == str(site / "hairclip" / "__init__.py")
+    for editor, files in (("krita", ["hairclip.desktop", "hairclip/jobs.py", "hairclip/ui.py"]),
+                          ("gimp", ["hairclip/hairclip.py"])):
+        for f in files:
+            assert (tmp_path / editor / f).read_bytes() == (ROOT / f"plugin_{editor}" / f).read_bytes(), f
+    assert (tmp_path / "gimp" / "hairclip" / "hairclip_shared" / "client.py").is_file()
+    assert (tmp_path / "krita" / "hairclip" / "vendor" / "hairclip_shared" / "client.py").is_file()
