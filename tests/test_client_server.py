@@ -12,6 +12,7 @@ import contextlib
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -449,12 +450,40 @@ def test_echo_returns_the_same_pixels():
 # ---------------------------------------------------------------------------------------------- lifecycle
 
 def test_connecting_to_nothing_raises_server_not_running_within_the_timeout():
-    with zmq.Context.instance().socket(zmq.REP) as s:  # reserve a free port, then leave it unserved
-        port = s.bind_to_random_port("tcp://127.0.0.1")
+    # A plain socket frees its port on close (a ZeroMQ socket unbinds later, in its I/O thread, so the client
+    # could still reach it).
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     t0 = time.monotonic()
     with pytest.raises(ServerNotRunning) as err:
         Client(f"tcp://127.0.0.1:{port}", timeout=0.5)
     assert time.monotonic() - t0 < 2.0 and "No HairCLIP server answered" in err.value.message
+
+
+def test_a_peer_that_closes_before_any_reply_is_no_server_not_a_lost_connection():
+    """The client only says it lost a connection it had: one on which the server answered at least once."""
+    ctx = zmq.Context.instance()
+    peer = ctx.socket(zmq.ROUTER)  # completes ZeroMQ's handshake, then drops the hello unanswered
+    port = peer.bind_to_random_port("tcp://127.0.0.1")
+    heard = threading.Event()
+
+    def take_and_close():
+        if peer.poll(5000):
+            peer.recv_multipart()
+            heard.set()
+        peer.close(linger=0)
+
+    closer = threading.Thread(target=take_and_close)
+    closer.start()
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(ServerNotRunning) as err:
+            Client(f"tcp://127.0.0.1:{port}", timeout=3.0)
+    finally:
+        closer.join(10)
+    assert heard.is_set() and time.monotonic() - t0 < 3.0  # failed at the disconnection, not at the timeout
+    assert "No HairCLIP server answered" in err.value.message and "Lost" not in err.value.message
 
 
 def test_the_client_reconnects_to_a_restarted_server():
@@ -509,9 +538,10 @@ def test_a_server_killed_mid_job_makes_the_client_raise_within_its_timeout(tmp_p
             assert isinstance(next(job.events(timeout=3)), Progress)  # the engine is at work
             os.kill(proc.pid, signal.SIGKILL)
             t0 = time.monotonic()
-            with pytest.raises(ServerNotRunning):
+            with pytest.raises(ServerNotRunning) as err:
                 job.result(timeout=5)
             assert time.monotonic() - t0 < 1.0 + 0.5
+            assert "Lost the connection" in err.value.message  # this one had answered
 
 
 def test_sigterm_shuts_down_cleanly_cancelling_the_running_job(tmp_path):
@@ -570,6 +600,27 @@ def test_status_prints_the_hello_or_a_clear_not_running(capsys):
     args = parser.parse_args(["status", "--connect", srv.endpoint, "--timeout", "0.3"])
     assert args.func(args) == 1
     assert "not running" in capsys.readouterr().err
+
+
+def test_status_lists_every_trained_hairstyle(capsys):
+    # the engine's list (hairclip.nets.mapper.HAIRSTYLES), read without importing torch
+    HAIRSTYLES = [p.removesuffix(" hairstyle") for p in (ROOT / "backend/hairclip/data/hairstyles.txt"
+                                                           ).read_text().splitlines()]
+
+    class FullListEngine(TintTestEngine):
+        def info(self) -> EngineInfo:
+            return EngineInfo("cpu (tint test double)", {}, list(HAIRSTYLES), ["purple"])
+
+    parser = argparse.ArgumentParser()
+    register_cli(parser.add_subparsers())
+    with serving(FullListEngine()) as srv:
+        args = parser.parse_args(["status", "--connect", srv.endpoint])
+        assert args.func(args) == 0
+    out = capsys.readouterr().out
+    listed = out.split("hairstyles:", 1)[1].split("colours:", 1)[0]
+    names = [n.strip() for n in listed.split(":", 1)[1].replace("\n", " ").split(",")]
+    assert len(HAIRSTYLES) == 44 and names == list(HAIRSTYLES)
+    assert "44 trained" in out and "..." not in listed
 
 
 def test_serve_without_weights_offline_names_the_files_to_import(capsys, monkeypatch, tmp_path):

@@ -20,9 +20,12 @@ from hairclip_shared.editing import (
     UnsupportedPixels,
     apply_mask,
     build_request,
+    check_has_pixels,
     clip_rect,
+    empty_layer_message,
     from_wire,
     gimp_layout,
+    has_pixels,
     krita_layout,
     layer_name,
     not_running_message,
@@ -63,6 +66,32 @@ def test_presets_prefer_the_servers_lists():
 def test_not_running_message_says_how_to_start():
     msg = not_running_message("tcp://127.0.0.1:5570")
     assert "tcp://127.0.0.1:5570" in msg and "hairclip serve" in msg
+
+
+def test_not_running_message_says_each_thing_once_and_keeps_a_cause_that_adds_something():
+    endpoint = "tcp://127.0.0.1:5570"
+    same = not_running_message(endpoint, f"No HairCLIP server answered at {endpoint} within 5 s.")
+    assert same == not_running_message(endpoint) and same.count(endpoint) == 1
+    lost = not_running_message(endpoint, f"Lost the connection to the HairCLIP server at {endpoint}.")
+    assert lost.startswith("Lost the connection") and lost.count(endpoint) == 1 and "hairclip serve" in lost
+
+
+@pytest.mark.parametrize("layout", [krita_layout("RGBA", "U8", ""), krita_layout("RGBA", "U16", ""),
+                                    krita_layout("RGBA", "F16", ""), krita_layout("RGBA", "F32", ""),
+                                    gimp_layout("u8-non-linear"), gimp_layout("float-linear")])
+def test_a_layer_has_pixels_when_any_alpha_is_above_zero(layout):
+    bpp, n = layout.bytes_per_pixel, 5
+    alpha_at = layout.order.index("A") * (bpp // 4)
+    data = bytearray(b"\x7f" * bpp * n)  # colour everywhere
+    for i in range(n):
+        data[i * bpp + alpha_at:i * bpp + alpha_at + bpp // 4] = bytes(bpp // 4)
+    assert not has_pixels(bytes(data), layout)
+    with pytest.raises(BadRequest) as e:
+        check_has_pixels(bytes(data), layout, "colour reference", "blank")
+    assert e.value.message == empty_layer_message("colour reference", "blank")
+    data[3 * bpp + alpha_at + bpp // 4 - 1] = 1  # one pixel's alpha, in its most significant byte
+    assert has_pixels(bytes(data), layout)
+    check_has_pixels(bytes(data), layout, "colour reference", "blank")
 
 
 # ---------------------------------------------------------------------------------------------- settings

@@ -33,6 +33,7 @@ from hairclip_shared.editing import (
     FACE_MODES,
     HAIRSTYLE_MODES,
     EditSettings,
+    empty_layer_message,
     layer_name,
 )
 
@@ -92,6 +93,7 @@ class FakeDrawable:
         self.image, self.name, self.width, self.height, self.kind = image, name, w, h, kind
         self.px = np.zeros((h, w, channels))
         self.offsets = (0, 0)
+        self.composite_space = Nick("auto")  # GIMP 3: Normal mode then composites in linear light
         self.mask: FakeDrawable | None = None
         self.owner: FakeDrawable | None = None
         self.id = image.next_id()
@@ -130,6 +132,10 @@ class FakeDrawable:
     def set_offsets(self, x, y):
         self.offsets = (x, y)
         self.mutate("set_offsets")
+
+    def set_composite_space(self, space):
+        self.composite_space = space
+        self.mutate("set_composite_space")
 
     def get_parent(self):
         return None
@@ -298,6 +304,7 @@ def fake_gi() -> tuple[types.ModuleType, types.SimpleNamespace]:
         RunMode=_enum("INTERACTIVE", "NONINTERACTIVE", "WITH_LAST_VALS"),
         PDBStatusType=_enum("SUCCESS", "CANCEL", "EXECUTION_ERROR", "CALLING_ERROR"),
         ImageType=_enum("RGBA_IMAGE"), LayerMode=_enum("NORMAL"), AddMaskType=_enum("WHITE"),
+        LayerColorSpace=_enum("AUTO", "RGB_LINEAR", "RGB_PERCEPTUAL"),
         Selection=types.SimpleNamespace(is_empty=lambda image: not image.selection.px.any()),
         progress_init=lambda text: progress.append(("init", text)),
         progress_set_text=lambda text: progress.append(("text", text)),
@@ -453,6 +460,7 @@ def test_result_is_a_masked_layer_right_above_the_source(monkeypatch, server):
     np.testing.assert_allclose(layer.px[..., 3], np.round(0.8 * 255) / 255)  # the source's own alpha
     mask = layer.mask.px[..., 0]
     assert (mask[:, :6] == 1).all() and (mask[:, 6:] == 0).all()  # the edit's alpha
+    assert layer.composite_space is gimp.LayerColorSpace.RGB_PERCEPTUAL  # mixed as the backend mixes
     request = server.test_engine.requests[0]
     assert (request.source.width, request.source.height, request.source.depth) == (12, 8, "u8")
     assert (request.hairstyle, request.colour, request.strength) == ("bob cut", "purple", 1.0)
@@ -514,6 +522,19 @@ def test_reference_layers_are_marked_aligned_by_the_shared_rule(monkeypatch, ser
                      hairstyle_ref_aligned=hairstyle_aligned, colour_ref_aligned=colour_aligned)
     assert status == gimp.PDBStatusType.SUCCESS
     assert server.test_engine.requests[0].aligned == expected
+
+
+@pytest.mark.parametrize("role", ["hairstyle", "colour"])
+def test_an_empty_reference_layer_is_refused_on_the_spot_as_in_krita(monkeypatch, server, role):
+    plugin, gimp = load_plugin(monkeypatch)
+    image = FakeImage(40, 30)
+    src = photo(image)
+    ref = photo(image, "empty", size=(6, 4), offsets=(0, 0), alpha=0.0)
+    status, message = call(plugin, gimp, image, [src], server=server.endpoint, **{
+        f"{role}_mode": "reference", f"{role}_ref": ref})
+    assert status == gimp.PDBStatusType.EXECUTION_ERROR
+    assert message == empty_layer_message(f"{role} reference", "empty")  # kritadoc.read_layer's sentence
+    assert not server.test_engine.requests and [x.name for x in image.layers] == ["empty", "photo"]
 
 
 def test_a_colour_default_lost_on_the_way_through_the_pdb_is_restored(monkeypatch, server):
@@ -607,6 +628,8 @@ def test_server_not_running_tells_how_to_start_it(monkeypatch):
     status, message = call(plugin, gimp, image, [photo(image)], server="tcp://127.0.0.1:9")
     assert status == gimp.PDBStatusType.EXECUTION_ERROR
     assert "hairclip serve" in message and "tcp://127.0.0.1:9" in message
+    # said once: not "...is answering at X..." and then "(No HairCLIP server answered at X.)"
+    assert message.count("tcp://127.0.0.1:9") == 1 and message.count("No HairCLIP server") == 1, message
     assert gimp.progress[-1] == ("end",) and len(image.layers) == 1
 
 

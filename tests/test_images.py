@@ -1,5 +1,8 @@
 """Photos are read and written at their own depth, atomically, and composited byte-exactly."""
 
+import os
+import stat
+
 import numpy as np
 import pytest
 from PIL import Image, ImageCms, ImageOps
@@ -116,3 +119,22 @@ def test_formats_without_metadata_are_written_without_it(tmp_path):
     info = PhotoInfo(b"not written", _exif(1).tobytes())
     save_image(tmp_path / "x.bmp", np.zeros((4, 4, 3), np.uint8), info)
     assert load_image(tmp_path / "x.bmp").shape == (4, 4, 3)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_outputs_get_the_mode_cp_would_give_them(tmp_path):
+    """0666 less the umask for a new file (not mkstemp's 0600); an overwritten file keeps its own mode."""
+    photo = np.zeros((4, 4, 3), np.uint8)
+    old = os.umask(0o022)
+    try:
+        for name in ("a.png", "a16.png", "a.jpg"):
+            save_image(tmp_path / name, photo.astype(np.uint16) if "16" in name else photo)
+            assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
+        os.umask(0o027)
+        save_image(tmp_path / "b.png", photo)
+        assert stat.S_IMODE((tmp_path / "b.png").stat().st_mode) == 0o640
+        (tmp_path / "a.png").chmod(0o604)
+        save_image(tmp_path / "a.png", photo)
+        assert stat.S_IMODE((tmp_path / "a.png").stat().st_mode) == 0o604
+    finally:
+        os.umask(old)

@@ -4,6 +4,8 @@ pip is replaced by a runner that writes real (tiny) wheels, so nothing here touc
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import subprocess
 import sys
 import types
@@ -12,8 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from hairclip import install_gimp as ig
 from hairclip import install_plugin as ip
 from hairclip.cli import build_parser
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _args(**kw) -> argparse.Namespace:
@@ -181,3 +186,97 @@ def test_gimp_target_says_when_its_installer_is_missing(monkeypatch):
     monkeypatch.setattr(ip.importlib, "import_module", missing)
     with pytest.raises(ip.InstallError, match="GIMP installer"):
         ip._cmd_gimp(argparse.Namespace(dest=None))
+
+
+# ---------------------------------------------------------------------------------------------- GIMP's Python, rollback
+
+def _gimp_args(dest: Path, **kw) -> argparse.Namespace:
+    return argparse.Namespace(**({"dest": dest, "deps": "auto", "gimp_python": None, "python": None,
+                                  "platform": None} | kw))
+
+
+def test_gimps_python_on_linux_is_python3_of_the_system_path_not_this_shells_venv_or_shim(tmp_path, monkeypatch):
+    """Without an .interp naming Python (Debian's GIMP 3 has none), GIMP runs the plug-in through its
+    `#!/usr/bin/env python3` line with the desktop's PATH, not the PATH of the shell running the installer."""
+    shim = tmp_path / "pyenv" / "shims"
+    shim.mkdir(parents=True)
+    (shim / "python3").write_text("#!/bin/sh\nexit 1\n")
+    (shim / "python3").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(ig, "gimp_install_dirs", lambda platform=None, env=None: [])  # no .interp files
+    found = ig.find_gimp_python(tmp_path / "plug-ins", "linux")
+    assert found == [shutil.which("python3", path=ig.SYSTEM_PATH)] and str(shim) not in found[0]
+
+
+def test_a_python_that_cannot_import_gi_is_refused_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(ig, "find_gimp_python", lambda dest: [sys.executable, "-I", "-S"])  # no gi, no zmq
+    monkeypatch.setattr(ig, "fetch_wheels", _no_download)
+    dest = tmp_path / "plug-ins"
+    with pytest.raises(ip.InstallError, match=r"cannot import gi \(PyGObject\)") as e:
+        ig.install(_gimp_args(dest))
+    assert "--gimp-python" in e.value.message and not dest.exists()
+
+
+def _no_download(*args, **kw):
+    raise ip.InstallError("pip could not download pyzmq (no network here)")
+
+
+def test_a_failed_gimp_install_leaves_the_previous_one_as_it_was(tmp_path, monkeypatch):
+    dest = tmp_path / "plug-ins"
+    assert ig.install(_gimp_args(dest, deps="none")) == 0
+    folder = dest / "hairclip"
+    (folder / "vendor" / "zmq").mkdir(parents=True)
+    (folder / "from-the-previous-install.txt").write_text("kept")
+    before = sorted(p.relative_to(dest) for p in dest.rglob("*"))
+    monkeypatch.setattr(ig, "probe_python", lambda cmd: ig.PythonInfo("3.13", "linux-x86_64", have=("gi",)))
+    monkeypatch.setattr(ig, "fetch_wheels", _no_download)
+    with pytest.raises(ip.InstallError, match="could not download"):
+        ig.install(_gimp_args(dest, gimp_python="gimp-python"))
+    assert sorted(p.relative_to(dest) for p in dest.rglob("*")) == before  # no half-made or hidden folders
+    assert (folder / "from-the-previous-install.txt").read_text() == "kept"
+
+
+def test_a_failed_krita_install_adds_no_plugin_without_its_dependencies(tmp_path):
+    dest, rc = tmp_path / "pykrita", tmp_path / "kritarc"
+    with pytest.raises(ip.InstallError, match="no matching distribution"):
+        ip.install_krita(_args(dest=dest, kritarc=rc, deps="wheels", python="3.10"), run=FakePip(returncode=1),
+                         log=lambda s: None)
+    assert list(dest.iterdir()) == [] and not rc.exists()
+
+
+# ---------------------------------------------------------------------------------------------- from a wheel
+
+def test_install_plugin_works_from_a_built_and_installed_wheel(tmp_path):
+    """Not only from a checkout: the wheel carries both plug-ins (setup.py), and its installed package installs
+    them. The checkout copy it was built from is gone before the installer runs."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md"):
+        shutil.copy2(ROOT / name, src / name)
+    for name in ("backend", "shared", "plugin_krita", "plugin_gimp"):
+        shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    built = subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "wheels"),
+                            str(src)], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr[-3000:]
+    (wheel,) = (tmp_path / "wheels").glob("hairclip_studio-*.whl")
+    site = tmp_path / "site"
+    installed = subprocess.run([*pip, "install", "--no-deps", "--no-index", "--target", str(site), str(wheel)],
+                               capture_output=True, text=True, timeout=300)
+    assert installed.returncode == 0, installed.stderr[-3000:]
+    shutil.rmtree(src)
+
+    run = "import sys, hairclip; print(hairclip.__file__); from hairclip.cli import main; sys.exit(main(sys.argv[1:]))"
+    env = {**os.environ, "PYTHONPATH": str(site)}  # the installed wheel, not this checkout
+    for editor, extra in (("krita", ["--deps", "none", "--kritarc", str(tmp_path / "kritarc")]),
+                          ("gimp", ["--deps", "none"])):
+        out = subprocess.run([sys.executable, "-c", run, "install-plugin", editor, "--dest", str(tmp_path / editor),
+                              *extra], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert out.stdout.splitlines()[0] == str(site / "hairclip" / "__init__.py")
+    for editor, files in (("krita", ["hairclip.desktop", "hairclip/jobs.py", "hairclip/ui.py"]),
+                          ("gimp", ["hairclip/hairclip.py"])):
+        for f in files:
+            assert (tmp_path / editor / f).read_bytes() == (ROOT / f"plugin_{editor}" / f).read_bytes(), f
+    assert (tmp_path / "gimp" / "hairclip" / "hairclip_shared" / "client.py").is_file()
+    assert (tmp_path / "krita" / "hairclip" / "vendor" / "hairclip_shared" / "client.py").is_file()

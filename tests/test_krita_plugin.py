@@ -23,7 +23,7 @@ import pytest
 
 from hairclip.server import EngineInfo, Server
 from hairclip_shared import EditResult, Face, Image, JobFailed
-from hairclip_shared.editing import ALIGNED_RULE, EditSettings, krita_layout, to_wire
+from hairclip_shared.editing import ALIGNED_RULE, EditSettings, empty_layer_message, krita_layout, to_wire
 from hairclip_shared.protocol import BadRequest, HairclipError, Limits
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -225,6 +225,16 @@ def test_read_layer_refuses_other_colour_models_and_masks(app):
         kritadoc.read_layer(doc2, doc2.createNode("m", "transparencymask"))
     with pytest.raises(BadRequest, match="no pixels inside the canvas"):
         kritadoc.read_layer(doc2, doc2.createNode("empty", "paintlayer"))
+
+
+def test_a_layer_whose_pixels_are_all_transparent_is_refused_with_the_shared_sentence(app):
+    doc = app.createDocument(8, 8, "d", "RGBA", "U8", "", 72.0)
+    node = doc.createNode("erased", "paintlayer")
+    node.setPixelData(bytes([10, 20, 30, 0]) * 4 * 2, 2, 3, 4, 2)  # colour left behind, alpha 0 (erased)
+    assert node.bounds().width() == 4  # so the extent alone does not tell
+    with pytest.raises(BadRequest) as e:
+        kritadoc.read_layer(doc, node, "hairstyle reference")
+    assert e.value.message == empty_layer_message("hairstyle reference", "erased")
 
 
 def test_list_layers_top_first_and_nested(app):

@@ -13,6 +13,7 @@ import math
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -261,6 +262,22 @@ def test_checkpoint_loads_strictly_for_inference_and_gives_the_same_outputs_and_
     assert [(r["step"], r["split"]) for r in lines] == [(1, "train"), (2, "train"), (2, "test")]
     assert (Path(config.exp_dir) / "logs" / "images_train" / "000002.jpg").is_file()
     assert (Path(config.exp_dir) / "logs" / "images_val" / "000002-000.jpg").is_file()
+
+
+def test_training_without_tensorboard_finishes_and_says_once_how_to_turn_logs_on(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # `import` now fails, as when not installed
+    refs = reference_folders(tmp_path)
+    config = tiny_config(tmp_path, max_steps=2, image_interval=1, val_interval=2, **refs)
+    trainer = Trainer(config, tiny_networks(), dataset(**refs), dataset(n=2, seed=5, **refs), progress=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert trainer.train() and trainer.step == 2
+    said = [str(w.message) for w in caught if "TensorBoard" in str(w.message)]
+    assert len(said) == 1 and "logs are off" in said[0] and "pip install 'hairclip-studio[train]'" in said[0]
+    assert (Path(config.exp_dir) / "checkpoints" / "latest_model.pt").is_file()
+    lines = (Path(config.exp_dir) / "logs" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(s)["step"] for s in lines] == [1, 2, 2]
+    assert not list((Path(config.exp_dir) / "logs").glob("events.out.tfevents.*"))
 
 
 def test_resume_continues_from_the_saved_step_exactly(tmp_path):

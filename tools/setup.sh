@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up HairCLIP Studio in ./.venv: torch first (its wheel decides CPU/CUDA), then the project.
-# Usage: bash tools/setup.sh [extras]      e.g. bash tools/setup.sh dev,train
+# Usage: bash tools/setup.sh [extras]      default: dev (the test tools, TensorBoard included)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-dev}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import tempfile
 import zlib
 from dataclasses import dataclass
@@ -120,11 +121,25 @@ def read_photo(path: str | Path) -> tuple[np.ndarray, PhotoInfo]:
         raise BadImage(f"{path}: cannot be decoded as an image ({exc})") from exc
 
 
+def _new_file_mode(path: Path) -> int:
+    """The mode ``cp`` gives: an existing file keeps its own, a new one gets 0666 less the umask.
+
+    mkstemp makes its file 0600, which would leave every output unreadable to other users.
+    """
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 def _atomic(path: Path, write) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, _new_file_mode(path))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

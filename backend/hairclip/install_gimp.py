@@ -6,6 +6,15 @@ installer asks that very interpreter what it is and what it has, and vendors pyz
 for exactly its version and platform only when it lacks them. The copying and the wheel download are
 install_plugin's, shared with the Krita installer.
 
+Which interpreter, the way GIMP picks it: an ``interpreters/*.interp`` file of GIMP's that maps ``python3``
+to a program wins (the Windows and macOS bundles ship ``pygimp.interp``). Without one (Debian's GIMP 3
+ships only a commented-out ``default.interp``) GIMP executes the plug-in file itself, and its
+``#!/usr/bin/env python3`` line takes ``python3`` from GIMP's PATH: a desktop session's standard
+directories, not this shell's, whose PATH may start with an activated venv or a pyenv shim. So the search
+covers only /usr/local/bin, /usr/bin and /bin, and the interpreter must import ``gi`` (PyGObject), as
+every GIMP 3 Python plug-in does. All of it is asked before anything is copied, and the plug-in folder is
+built beside the old one and swapped in only when complete.
+
 Layout written under DEST (GIMP's plug-ins folder)::
 
     hairclip/hairclip.py        the plug-in (GIMP wants the folder and the file to share a name)
@@ -35,16 +44,17 @@ from hairclip.install_plugin import (
     fetch_wheels,
     plugin_source,
     shared_source,
+    staged,
     wheel_platforms,
 )
 
 MODULES = dict(zip(DEPENDENCIES, ("zmq", "msgpack"), strict=True))  # pip name -> import name
 
-# Run by GIMP's interpreter: what it is, and whether it can import the client's dependencies.
+# Run by GIMP's interpreter: what it is, and whether it can import gi and the client's dependencies.
 _PROBE = """
 import json, platform, sys, sysconfig
 have = []
-for mod in ("zmq", "msgpack"):
+for mod in ("zmq", "msgpack", "gi"):
     try:
         __import__(mod)
         have.append(mod)
@@ -63,7 +73,7 @@ class PythonInfo:
     platform: str  # sysconfig.get_platform(): linux-x86_64, win-amd64, macosx-11.0-arm64
     implementation: str = "cpython"
     executable: str = ""
-    have: tuple[str, ...] = ()  # the importable ones of zmq, msgpack
+    have: tuple[str, ...] = ()  # the importable ones of zmq, msgpack, gi
 
     @property
     def missing(self) -> list[str]:
@@ -148,6 +158,10 @@ def gimp_install_dirs(platform: str | None = None, env: dict | None = None) -> l
     return sorted((d for d in found if d.is_dir()), key=lambda d: d.name, reverse=True)
 
 
+# A desktop session's PATH before any shell start-up file adds a venv, a pyenv shim or ~/.local/bin.
+SYSTEM_PATH = os.pathsep.join(("/usr/local/bin", "/usr/bin", "/bin"))
+
+
 def find_gimp_python(dest: Path, platform: str | None = None, env: dict | None = None) -> list[str] | None:
     """The command that runs the Python GIMP will start the plug-in with, or None if it cannot be told."""
     platform = sys.platform if platform is None else platform
@@ -163,8 +177,9 @@ def find_gimp_python(dest: Path, platform: str | None = None, env: dict | None =
                 if cand.is_absolute() and cand.is_file():
                     return [str(cand)]
     if platform.startswith(("linux", "freebsd")):
-        # Distribution GIMPs start plug-ins through their `#!/usr/bin/env python3` line.
-        exe = shutil.which("python3")
+        # No .interp names Python: GIMP executes hairclip.py, whose `#!/usr/bin/env python3` line finds python3
+        # on GIMP's PATH (see the module docstring for why that is not this shell's PATH).
+        exe = shutil.which("python3", path=SYSTEM_PATH)
         return [exe] if exe else None
     return None
 
@@ -182,18 +197,13 @@ def probe_python(cmd: list[str], timeout: float = 120.0) -> PythonInfo:
 
 # ---------------------------------------------------------------------------------------------- install
 
-def copy_plugin(dest: Path) -> Path:
-    """Copy the plug-in and the shared package into ``dest/hairclip``; fetched wheels survive a reinstall."""
-    folder = dest / PLUGIN_NAME
-    vendor, kept = folder / "vendor", dest / f".{PLUGIN_NAME}-vendor"
-    if kept.exists():
-        shutil.rmtree(kept)
-    if vendor.is_dir():
-        vendor.rename(kept)
+def copy_plugin(folder: Path, keep_vendor: Path | None = None) -> Path:
+    """Copy the plug-in and the shared package into the (new, empty) ``folder``, and the wheels of
+    ``keep_vendor`` when a reinstall keeps them."""
     copy_package(plugin_source("gimp") / PLUGIN_NAME, folder)
     copy_package(shared_source(), folder / "hairclip_shared")
-    if kept.exists():
-        kept.rename(vendor)
+    if keep_vendor is not None and keep_vendor.is_dir():
+        shutil.copytree(keep_vendor, folder / "vendor", symlinks=True)
     script = folder / f"{PLUGIN_NAME}.py"
     script.chmod(script.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)  # GIMP runs executables only
     # GIMP re-registers a plug-in only when its file's time changes; a copy keeps the source's time.
@@ -231,6 +241,14 @@ def plan_deps(args: argparse.Namespace, dest: Path) -> tuple[list[str], str | No
     info = probe_python(cmd)
     if info.implementation != "cpython":
         raise InstallError(f"GIMP's Python is {info.implementation}; pyzmq publishes wheels for CPython only.")
+    if "gi" not in info.have:
+        problem = (f"{shlex.join(cmd)} ({info.tag}) cannot import gi (PyGObject), which every GIMP 3 Python "
+                   "plug-in needs")
+        if not getattr(args, "gimp_python", None):
+            raise InstallError(f"{problem}, so it is not the Python GIMP runs plug-ins with. Is GIMP 3 installed "
+                               "(Debian/Ubuntu: sudo apt install gimp)? Otherwise name GIMP's Python with "
+                               "--gimp-python CMD, or give its version with --python X.Y.")
+        print(f"  warning: {problem}; installing for it as asked (--gimp-python).")
     wanted = list(DEPENDENCIES) if mode == "wheels" else info.missing
     why = f"GIMP's {info.tag} at {info.executable} "
     if mode == "wheels":
@@ -250,19 +268,20 @@ def install(args: argparse.Namespace) -> int:
     """Install (or update) the GIMP plug-in; the exit code of ``hairclip install-plugin gimp``."""
     dest = Path(args.dest).expanduser() if getattr(args, "dest", None) else default_dest()
     print(f"Installing the HairCLIP GIMP plug-in into {dest}")
+    wanted, version, platforms, why = plan_deps(args, dest)  # GIMP's Python is asked before anything is written
+    print(f"  dependencies: {why}")
+    folder = dest / PLUGIN_NAME
+    # --deps none keeps wheels fetched before; otherwise GIMP's Python has both (stale copies would shadow
+    # them) or fresh ones are fetched.
+    keep = folder / "vendor" if getattr(args, "deps", "auto") == "none" else None
     try:
         dest.mkdir(parents=True, exist_ok=True)
-        folder = copy_plugin(dest)
-        wanted, version, platforms, why = plan_deps(args, dest)
-        print(f"  dependencies: {why}")
-        vendor = folder / "vendor"
+        with staged(folder) as new:  # any failure leaves the previous install (or none) as it was
+            copy_plugin(new, keep)
+            if wanted:
+                names = fetch_wheels(new / "vendor", version, platforms, packages=wanted)
         if wanted:
-            if vendor.exists():
-                shutil.rmtree(vendor)
-            names = fetch_wheels(vendor, version, platforms, packages=wanted)
-            print(f"  unpacked {', '.join(names)} into {vendor}")
-        elif getattr(args, "deps", "auto") != "none" and vendor.exists():
-            shutil.rmtree(vendor)  # GIMP's Python has both now; stale copies would shadow them
+            print(f"  unpacked {', '.join(names)} into {folder / 'vendor'}")
     except OSError as e:
         raise InstallError(f"Could not install into {dest}: {e}") from e
     print("Done. Restart GIMP, then use Filters > HairCLIP... (start the server first: hairclip serve).")

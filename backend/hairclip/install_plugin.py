@@ -7,13 +7,14 @@ folder private to the plug-in (`vendor/`, which the plug-in puts first on sys.pa
 builds of Krita link the system Python; there its python3-zmq/python3-msgpack are used when present.
 
 Helpers the GIMP installer (hairclip.install_gimp) shares: plugin_source(editor), shared_source(),
-copy_package(src, dst), fetch_wheels(vendor, python_version, platforms), wheel_platforms(system, machine),
-deps_available(python).
+copy_package(src, dst), staged(folder), fetch_wheels(vendor, python_version, platforms),
+wheel_platforms(system, machine), deps_available(python).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import os
@@ -24,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from hairclip.errors import HairclipError
@@ -46,13 +47,19 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
+def packaged_plugins() -> Path:
+    """Where a built package (wheel) holds the plug-ins: setup.py copies plugin_<editor>/ there."""
+    return Path(__file__).resolve().parent / "editor_plugins"
+
+
 def plugin_source(editor: str) -> Path:
-    """The plug-in's files in this checkout (plugin_krita/, plugin_gimp/)."""
-    src = repo_root() / f"plugin_{editor}"
-    if not src.is_dir():
-        raise InstallError(f"The {editor} plug-in's files are not at {src}. install-plugin runs from a "
-                           "HairCLIP Studio source checkout (pip install -e .).")
-    return src
+    """The plug-in's files: shipped in the installed package, or plugin_<editor>/ of a checkout (pip install -e)."""
+    for src in (packaged_plugins() / editor, repo_root() / f"plugin_{editor}"):
+        if src.is_dir():
+            return src
+    raise InstallError(f"The {editor} plug-in's files are neither in the installed package "
+                       f"({packaged_plugins() / editor}) nor in a checkout ({repo_root() / f'plugin_{editor}'}): "
+                       "reinstall HairCLIP Studio.")
 
 
 def shared_source() -> Path:
@@ -67,6 +74,30 @@ def copy_package(src: Path, dst: Path) -> None:
     if dst.exists():
         shutil.rmtree(dst)
     shutil.copytree(src, dst, ignore=_IGNORE)
+
+
+@contextlib.contextmanager
+def staged(folder: Path) -> Iterator[Path]:
+    """Build a replacement for `folder` in a new folder beside it, and swap it in only when the block succeeds.
+
+    A failure anywhere (a copy, a wheel download) leaves `folder` exactly as it was, or absent if it was: never
+    a plug-in without its dependencies.
+    """
+    new = Path(tempfile.mkdtemp(prefix=f".{folder.name}-new-", dir=folder.parent))
+    try:
+        yield new
+        old = folder.with_name(f".{folder.name}-old-{new.name.rsplit('-', 1)[-1]}")
+        if folder.exists():
+            folder.rename(old)
+        try:
+            new.rename(folder)
+        except BaseException:
+            if old.exists():
+                old.rename(folder)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(new, ignore_errors=True)
 
 
 # -------------------------------------------------------------------------------------------- Krita's folders
@@ -215,17 +246,19 @@ def install_krita(args: argparse.Namespace, run: Runner = subprocess.run,
     if args.dry_run:
         return dest
     dest.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(src / f"{PLUGIN_NAME}.desktop", dest / f"{PLUGIN_NAME}.desktop")
+    pkg = dest / PLUGIN_NAME
+    with staged(pkg) as new:  # a failed download leaves the previous install (or none) in place
+        copy_package(src / PLUGIN_NAME, new)
+        copy_package(shared, new / "vendor" / "hairclip_shared")
+        if how == "wheels":
+            platforms = args.platform or wheel_platforms(system, platform.machine())
+            names = fetch_wheels(new / "vendor", version, platforms, run=run)
+    if how == "wheels":
+        log(f"  unpacked {', '.join(names)} into {pkg / 'vendor'}")
+    # The .desktop file last: Krita sees the plug-in only once everything it needs is in place.
     if (src / "README.md").exists():
         shutil.copy2(src / "README.md", dest / f"{PLUGIN_NAME}_README.md")
-    pkg = dest / PLUGIN_NAME
-    copy_package(src / PLUGIN_NAME, pkg)
-    vendor = pkg / "vendor"
-    copy_package(shared, vendor / "hairclip_shared")
-    if how == "wheels":
-        platforms = args.platform or wheel_platforms(system, platform.machine())
-        names = fetch_wheels(vendor, version, platforms, run=run)
-        log(f"  unpacked {', '.join(names)} into {vendor}")
+    shutil.copy2(src / f"{PLUGIN_NAME}.desktop", dest / f"{PLUGIN_NAME}.desktop")
     if args.enable:
         enable_in_kritarc(kritarc)
         log(f"  enabled it in {kritarc}")

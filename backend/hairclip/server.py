@@ -694,6 +694,17 @@ def _cmd_serve(args: argparse.Namespace, engine_factory: EngineFactory | None) -
     return 0
 
 
+def _wrap_names(names: list[str], width: int = 88) -> list[str]:
+    """Comma-separated lines of at most ``width`` characters that never split a name."""
+    lines: list[str] = []
+    for name in names:
+        if lines and len(lines[-1]) + len(name) + 2 <= width:
+            lines[-1] += f", {name}"
+        else:
+            lines.append(name)
+    return [line + "," for line in lines[:-1]] + lines[-1:]
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     keys = CurveKeys.from_dir(args.keys_dir, args.key_name) if args.keys_dir else None
     try:
@@ -709,8 +720,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
     print("models:     " + (", ".join(f"{k} {v}" for k, v in info.models.items()) or "none"))
     for name, w in info.weights.items():
         print(f"  {name}: {w['path']} (sha256 {w['sha256']})")
-    print(f"hairstyles: {len(info.hairstyles)} trained" + (f" ({', '.join(info.hairstyles[:6])}, ...)"
-                                                            if info.hairstyles else ""))
+    print(f"hairstyles: {len(info.hairstyles)} trained" + (":" if info.hairstyles else ""))
+    for line in _wrap_names(info.hairstyles):  # all of them: the README points here for the list
+        print(" " * 12 + line)
     print(f"colours:    {', '.join(info.colours) or 'none listed'}")
     print(f"limits:     {lim.max_pixels} px per image, {lim.max_frame_bytes // MiB} MiB per frame, "
           f"queue {lim.max_queue}, lease {lim.lease_s:g} s")

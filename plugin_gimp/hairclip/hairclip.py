@@ -39,6 +39,7 @@ try:
         HAIRSTYLE_MODES,
         EditSettings,
         build_request,
+        check_has_pixels,
         from_wire,
         gimp_layout,
         layer_name,
@@ -222,11 +223,13 @@ def write_pixels(drawable, babl: str, data: bytes) -> None:
     drawable.update(0, 0, w, h)
 
 
-def reference(layer) -> Image | None:
+def reference(layer, role: str) -> Image | None:
     if layer is None:
         return None
     layout = gimp_layout("u8-non-linear")  # the server shrinks references to 1024 px; 8 bits are plenty
-    return to_wire(read_pixels(layer, layout.babl), layer.get_width(), layer.get_height(), layout)
+    pixels = read_pixels(layer, layout.babl)
+    check_has_pixels(pixels, layout, f"{role} reference", layer.get_name())
+    return to_wire(pixels, layer.get_width(), layer.get_height(), layout)
 
 
 def selection_mask(image, src) -> Image | None:
@@ -258,7 +261,7 @@ def run_job(settings: EditSettings, request) -> EditResult:
                 elif isinstance(event, EditResult):
                     return event
     except ServerNotRunning as e:
-        raise Failure(not_running_message(settings.endpoint) + f"\n\n({e.message})") from None
+        raise Failure(not_running_message(settings.endpoint, e.message)) from None
     finally:
         Gimp.progress_end()
     raise Failure("The server ended the edit without a result.")
@@ -270,10 +273,11 @@ def edit(image, drawables, config) -> Gimp.Layer:
     settings, hairstyle_ref, colour_ref = settings_from(config)
     w, h = src.get_width(), src.get_height()
     pixels = read_pixels(src, layout.babl)
+    check_has_pixels(pixels, layout, "layer", src.get_name())
     request = build_request(
         settings, to_wire(pixels, w, h, layout),
-        hairstyle_ref=reference(hairstyle_ref) if settings.hairstyle_mode == "reference" else None,
-        colour_ref=reference(colour_ref) if settings.colour_mode == "reference" else None,
+        hairstyle_ref=reference(hairstyle_ref, "hairstyle") if settings.hairstyle_mode == "reference" else None,
+        colour_ref=reference(colour_ref, "colour") if settings.colour_mode == "reference" else None,
         selection=selection_mask(image, src) if settings.faces == "selection" else None)
     result = run_job(settings, request)
     colour, alpha = split_alpha(from_wire(result.layer, layout), layout, alpha_from=pixels)
@@ -283,7 +287,8 @@ def edit(image, drawables, config) -> Gimp.Layer:
 
 
 def add_result_layer(image, src, name: str, colour: bytes, babl: str, alpha: bytes) -> Gimp.Layer:
-    """The edited layer, at the source's offsets, right above it; its mask holds the edit's alpha.
+    """The edited layer, at the source's offsets, right above it; its mask holds the edit's alpha, and it is
+    composited in perceptual (sRGB) space, as the backend composites.
 
     Pixels and mask are written before the layer joins the image, so the undo group holds one cheap step
     (the insertion) instead of copies of every tile.
@@ -293,6 +298,9 @@ def add_result_layer(image, src, name: str, colour: bytes, babl: str, alpha: byt
     image.undo_group_start()
     try:
         layer = Gimp.Layer.new(image, name, w, h, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
+        # GIMP 3 mixes Normal layers in linear light by default; the backend (and Krita) mix sRGB values, so
+        # without this the soft mask edge looks different here than in `hairclip edit -o`.
+        layer.set_composite_space(Gimp.LayerColorSpace.RGB_PERCEPTUAL)
         layer.set_offsets(ox, oy)
         write_pixels(layer, babl, colour)
         mask = layer.create_mask(Gimp.AddMaskType.WHITE)

@@ -21,7 +21,14 @@ from dataclasses import dataclass
 
 from krita import Krita
 
-from hairclip_shared.editing import PixelLayout, apply_mask, clip_rect, krita_layout
+from hairclip_shared.editing import (
+    PixelLayout,
+    apply_mask,
+    check_has_pixels,
+    clip_rect,
+    empty_layer_message,
+    krita_layout,
+)
 from hairclip_shared.protocol import BadRequest, HairclipError, Rect
 
 LAYER_TYPES = ("paintlayer", "grouplayer", "filelayer", "clonelayer", "vectorlayer", "filllayer",
@@ -101,12 +108,13 @@ def read_layer(doc, node, role: str = "layer") -> LayerPixels:
     b = node.bounds()
     rect = clip_rect(b.x(), b.y(), b.width(), b.height(), doc.width(), doc.height())
     if rect is None:
-        raise BadRequest(f"The {role} '{node.name()}' has no pixels inside the canvas.")
+        raise BadRequest(empty_layer_message(role, node.name()))
     read = node.pixelData if node.type() == "paintlayer" else node.projectionPixelData
     data = bytes(read(rect.x, rect.y, rect.w, rect.h))
     if len(data) != rect.w * rect.h * layout.bytes_per_pixel:
         raise BadRequest(f"Krita returned {len(data)} bytes for the {rect.w}x{rect.h} {role}; expected "
                          f"{rect.w * rect.h * layout.bytes_per_pixel}.")
+    check_has_pixels(data, layout, role, node.name())  # bounds can outlast erased pixels
     return LayerPixels(node_id(node), node.name(), rect, layout, data)
 
 

@@ -363,6 +363,7 @@ class Client:
             sock.curve_publickey = self.keys.public
             sock.curve_secretkey = self.keys.secret
         self._handshaken = False
+        self._answered = False  # has the server sent anything on this connection? Only then can it be "lost".
         self._monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
                                                 | zmq.EVENT_HANDSHAKE_FAILED_AUTH
                                                 | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
@@ -404,6 +405,7 @@ class Client:
                     except Exception:  # a bug here must not stop the thread every job depends on
                         log.exception("could not handle a message from the server")
                 last_heard = now
+                self._answered = True
                 with self._lock:
                     for call in self._calls.values():
                         call.heard = True
@@ -461,8 +463,11 @@ class Client:
             self._handshaken = True
         if e == zmq.EVENT_HANDSHAKE_SUCCEEDED or not self._pending():
             return None
-        if e == zmq.EVENT_DISCONNECTED and self._handshaken:
+        if e == zmq.EVENT_DISCONNECTED and self._handshaken and self._answered:
             return ServerNotRunning(f"Lost the connection to the HairCLIP server at {self.endpoint}.")
+        if e == zmq.EVENT_DISCONNECTED and self._handshaken:  # something took the connection, then dropped it
+            return ServerNotRunning(f"No HairCLIP server answered at {self.endpoint}: something accepted the "
+                                    "connection and closed it without a reply.")
         if e == zmq.EVENT_DISCONNECTED:
             return AuthFailed(f"The server at {self.endpoint} closed the connection during the handshake: it "
                               "may need CURVE keys (see `hairclip keys`), or it is not a HairCLIP server.")

@@ -16,7 +16,8 @@ Dialog state and settings
     reference_is_aligned(mode, width, height) -> bool   auto: yes for a square layer of ALIGNED_SIDE px
     build_request(settings, source, hairstyle_ref=None, colour_ref=None, selection=None) -> EditRequest
     layer_name(settings, hairstyle_ref_name="", colour_ref_name="") -> "HairCLIP: bob cut, purple"
-    not_running_message(endpoint) -> str the "not running" text, with the command that starts the server
+    not_running_message(endpoint, cause="") -> str  the "not running" text, with the command that starts it
+    empty_layer_message(role, name) -> str           the sentence both plug-ins refuse an empty layer with
 Pixels
     PixelLayout                          an editor buffer: channel order, sample type, curve (and babl)
     krita_layout(model, depth, profile) -> PixelLayout   Krita RGBA U8/U16 (BGRA), F16/F32 (RGBA); else error
@@ -27,6 +28,8 @@ Pixels
                                          colour keeps `alpha_from`'s alpha (or opaque); mask is 1 byte/pixel
     apply_mask(data, layout, mask) -> bytes              alpha *= mask, where no editable mask can be made
     clip_rect(x, y, w, h, width, height) -> Rect | None  a layer's extent inside the canvas
+    has_pixels(data, layout) -> bool                     any alpha above 0?
+    check_has_pixels(data, layout, role, name)           BadRequest(empty_layer_message(...)) if not
 Errors: BadRequest (hairclip_shared.protocol) and UnsupportedPixels (here, for other colour models and
 formats), both HairclipError with a `.message` a plug-in shows as is.
 """
@@ -81,11 +84,22 @@ def presets(info: ServerInfo | None) -> tuple[list[str], list[str]]:
     return hairstyles, colours
 
 
-def not_running_message(endpoint: str) -> str:
-    return (f"No HairCLIP server is answering at {endpoint}.\n"
+def not_running_message(endpoint: str, cause: str = "") -> str:
+    """What to tell the user when the server is not there. `cause`, the client's own sentence, leads instead
+    of the plain "not answering" when it says more (a connection lost mid-job), and is left out when it
+    says the same."""
+    first = f"No HairCLIP server is answering at {endpoint}."
+    if cause and not cause.startswith("No HairCLIP server answered"):
+        first = cause
+    return (f"{first}\n"
             "Start it in a terminal with:\n\n    hairclip serve\n\n"
             "(the first start downloads the models; `hairclip serve --help` lists the options, "
             "`hairclip status` checks it).")
+
+
+def empty_layer_message(role: str, name: str) -> str:
+    """Both plug-ins refuse a layer without a single visible pixel with this sentence, before any upload."""
+    return f"The {role} '{name}' has no pixels inside the canvas."
 
 
 # ---------------------------------------------------------------------------------------------- settings
@@ -514,3 +528,17 @@ def clip_rect(x: int, y: int, w: int, h: int, width: int, height: int) -> Rect |
     if x1 <= x0 or y1 <= y0:
         return None
     return Rect(x0, y0, x1 - x0, y1 - y0)
+
+
+def has_pixels(data: bytes, layout: PixelLayout) -> bool:
+    """Is any pixel's alpha above 0? (Cheap: one strided slice per alpha byte, compared in C.)"""
+    size = SAMPLE_BYTES[layout.sample]
+    step, first = 4 * size, layout.order.index("A") * size
+    view = memoryview(data).cast("B")
+    return any(view[first + k::step].tobytes().strip(b"\0") for k in range(size))
+
+
+def check_has_pixels(data: bytes, layout: PixelLayout, role: str, name: str) -> None:
+    """Refuse a fully transparent layer on the spot; the server could only answer that it found no face or hair."""
+    if not has_pixels(data, layout):
+        raise BadRequest(empty_layer_message(role, name))

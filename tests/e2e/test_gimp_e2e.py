@@ -102,6 +102,14 @@ try:
             R["returned"] = layer.get_name()
             dump(layer, "R'G'B'A u8", "layer.rgba")
             dump(layer.get_mask(), "Y u8", "mask.y")
+            R["composite_space"] = layer.get_composite_space().value_nick
+            # What the user sees: the visible layers merged as GIMP composites them, over the photo's extent.
+            shown = image.duplicate()
+            merged = shown.merge_visible_layers(Gimp.MergeType.CLIP_TO_BOTTOM_LAYER)
+            R["composite"] = {"offsets": list(merged.get_offsets()[1:]),
+                              "size": [merged.get_width(), merged.get_height()]}
+            dump(merged, "R'G'B'A u8", "composite.rgba")
+            shown.delete()
         else:
             R["error"] = str(layer)
         dump(src, "R'G'B'A u8", "src_after.rgba")
@@ -318,6 +326,30 @@ def test_the_layer_and_its_mask_are_the_servers_result(edit, session):
     np.testing.assert_array_equal(layer[..., :3], expected[..., :3])
     np.testing.assert_array_equal(layer[..., 3], src[..., 3])  # the layer keeps the source's own alpha
     assert np.count_nonzero(mask), "the server's edit covers no pixel, so this comparison shows little"
+
+
+def test_what_gimp_shows_is_what_hairclip_edit_writes_within_one_level(edit, session):
+    """GIMP 3 composites Normal layers in linear light unless told otherwise; the backend (and Krita) mix the
+    sRGB values. At the mask's soft edge that differed by tens of levels."""
+    assert edit["status"] == "success", edit.get("error")
+    out = session.folder / "cli.png"
+    cli = subprocess.run([sys.executable, "-m", "hairclip", "edit", str(session.folder / "photo.png"), "-o", str(out),
+                          "--hairstyle-ref", str(session.folder / "ref.png"), "--color", "purple",
+                          "--server", session.endpoint], capture_output=True, text=True, timeout=300)
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    from PIL import Image
+
+    want = np.asarray(Image.open(out).convert("RGB"), np.int16)
+    assert edit["composite"] == {"offsets": [7, 3], "size": list(PHOTO)}
+    shown = session.raw("composite.rgba", 4).astype(np.int16)
+    mask = session.raw("mask.y", 1)[..., 0]
+    soft = (mask > 0) & (mask < 255)
+    assert np.count_nonzero(soft) > 100, "no soft mask edge: the comparison would show little"
+    diff = np.abs(shown[..., :3] - want)
+    print(f"GIMP composite vs hairclip edit -o: max {diff.max()} levels, {np.count_nonzero(diff.max(2) > 1)} "
+          f"pixels over 1, {np.count_nonzero(soft)} soft-edge pixels")
+    assert diff.max() <= 1 and edit["composite_space"] == "rgb-perceptual"
+    assert np.all(shown[..., 3] == 255)
 
 
 def test_the_source_is_untouched_and_the_edit_went_through_undo(edit, session):

@@ -388,7 +388,7 @@ class Trainer:
             raise
         finally:
             bar.close()
-            if self._writer is not None:
+            if self._writer:  # False when TensorBoard is missing
                 self._writer.flush()
         return metrics
 
@@ -435,8 +435,9 @@ class Trainer:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                warnings.warn("TensorBoard is not installed (pip install 'hairclip-studio[train]'): metrics go to "
-                              "logs/metrics.jsonl only", stacklevel=2)
+                warnings.warn("TensorBoard logs are off because TensorBoard is not installed; the metrics still go "
+                              f"to {self.log_dir / 'metrics.jsonl'}. Turn them on with: pip install "
+                              "'hairclip-studio[train]' (in a checkout: bash tools/setup.sh dev,train)", stacklevel=2)
                 self._writer = False
             else:
                 self._writer = SummaryWriter(log_dir=str(self.log_dir))
