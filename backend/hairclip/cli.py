@@ -13,7 +13,7 @@ from hairclip import __version__
 from hairclip.errors import HairclipError
 
 # Each module exposes register_cli(subparsers) and imports nothing heavy at module level.
-_COMMAND_MODULES = ("hairclip.cli_edit", "hairclip.server", "hairclip.weights", "hairclip.bench",
+_COMMAND_MODULES = ("hairclip.cli_edit", "hairclip.cli_server", "hairclip.weights", "hairclip.bench",
                     "hairclip.install_plugin", "hairclip.train.cli")
 
 
