@@ -66,13 +66,9 @@ def register_cli(subparsers: argparse._SubParsersAction, engine_factory: EngineF
     p.set_defaults(func=_cmd_keys)
 
 
-def _cmd_serve(args: argparse.Namespace, engine_factory: EngineFactory | None) -> int:
+def _cmd_serve(args: argparse.Namespace, engine_factory: EngineFactory) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if engine_factory is None:
-        print("hairclip serve: no model engine is available in this installation, so there is nothing to "
-              "serve (the edit pipeline is not installed or not wired into the command line).", file=sys.stderr)
-        return 2
     try:
         check_bind(args.bind, args.keys_dir)
     except ValueError as e:

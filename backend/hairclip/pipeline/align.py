@@ -1,8 +1,9 @@
 """Stage 2: FFHQ/e4e face alignment, and the exact map between the photo and the aligned frame.
 
-The 256 px route reproduces e4e's ``utils/alignment.py`` pixel for pixel (the encoder was trained on it);
-see ``shared/reference/alignment.md``. Every aligned frame of a face (the 256 encoder input, the 1024
-synthesis, the 1024 crop of the photo) covers the same square, so one ``FaceTransform`` maps them all.
+The 256 px route reproduces e4e's ``utils/alignment.py`` pixel for pixel (the encoder was trained on it):
+its shrink, crop, pad and quad warp, in that order. Every aligned frame of a face (the 256 encoder input,
+the 1024 synthesis, the 1024 crop of the photo) covers the same square, so one ``FaceTransform`` maps them
+all.
 
 Coordinates are index coordinates (pixel ``(i, j)`` has its centre at ``(i, j)``) unless a name says
 otherwise; PIL's continuous coordinates add 0.5.
@@ -75,8 +76,8 @@ class FaceTransform:
 
     Aligned pixel ``(u, v)`` of an S x S frame sits at ``c + a x + b y`` with ``a = 2(u + 1/2)/S - 1``
     (likewise ``b`` from ``v``), so every S shares one square. ``shrink`` k > 1 means the 256 route
-    sampled a LANCZOS-shrunk copy; its per-axis correction (alignment.md section 5) is folded into the
-    affine maps, which therefore describe the pixels e4e actually saw.
+    sampled a LANCZOS-shrunk copy; its per-axis correction ``X = (P / k + 1/2) W / rint(W / k) - 1/2``
+    (``_correction``) is folded into the affine maps, which therefore describe the pixels e4e actually saw.
     """
 
     c: tuple[float, float]
