@@ -197,7 +197,9 @@ def _shrunk_region(photo: np.ndarray, size: tuple[int, int], box: tuple[int, int
     it reads the box as float32. Along an axis whose ratio photo/shrunk is an integer every product is
     exact, so we resample just the box; along any other axis we must resample its full extent and slice.
     The two passes run one axis per call, in the order the full resize would use, because each pass
-    rounds to uint8. (The whole resize costs 0.5 s for 12 MP here; a box alone is ~10x cheaper.)
+    rounds to uint8. Kept because it matters: ``bench/bench_align_shrink.py`` measured the plain way
+    (resize the whole photo, then crop) 3 to 11 times slower, 1.2 to 2.6 s more per big face on a 12-24 MP
+    photo, against a whole edit's 3.5 s; ``test_shrunk_crop_equals_crop_of_the_full_shrink`` checks the bits.
     """
     h, w = photo.shape[:2]
     plans = []  # per axis: photo slice, source box within it, output count, output slice
