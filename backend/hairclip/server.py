@@ -53,7 +53,7 @@ log = logging.getLogger("hairclip.server")
 
 
 class Server:
-    """Serves one Engine on one endpoint. Use serve_forever() in the main thread, or `with` in tests."""
+    """Serves one Engine on one endpoint: serve_forever() in the main thread, or as a `with` block in tests."""
 
     def __init__(self, engine: Engine, bind: str = DEFAULT_ENDPOINT, *, limits: Limits | None = None,
                  keys_dir: Path | None = None, replay_bytes: int = 128 * MiB, replay_jobs: int = 64,
