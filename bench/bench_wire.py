@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hairclip.server import EngineInfo, Server
+from hairclip.engine_api import EngineInfo
+from hairclip.server import Server
 from hairclip_shared import Client, Image, JobFailed
 
 W = H = 4096

@@ -67,3 +67,18 @@ def test_nothing_to_change_and_unknown_options(photo_file, tmp_path, capsys):
 def test_python_dash_m_is_the_same_command():
     out = subprocess.run([sys.executable, "-m", "hairclip", "edit", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "--hairstyle-ref" in out.stdout
+
+
+def test_a_command_module_that_fails_to_import_fails_the_command(monkeypatch):
+    from hairclip import cli
+
+    monkeypatch.setattr(cli, "_COMMAND_MODULES", (*cli._COMMAND_MODULES, "hairclip.no_such_commands"))
+    with pytest.raises(ModuleNotFoundError, match="hairclip.no_such_commands"):
+        cli.build_parser()
+
+
+def test_every_command_is_registered():
+    from hairclip.cli import build_parser
+
+    commands = set(build_parser()._subparsers._group_actions[0].choices)
+    assert {"edit", "serve", "status", "keys", "weights", "bench", "install-plugin", "train", "invert"} <= commands

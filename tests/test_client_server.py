@@ -28,7 +28,10 @@ import zmq.auth
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hairclip.server import EngineInfo, JobContext, Server, check_bind, generate_keys, is_local, register_cli
+from hairclip.cli_server import register_cli
+from hairclip.engine_api import EngineInfo, JobContext
+from hairclip.keys import check_bind, generate_keys, is_local
+from hairclip.server import Server
 from hairclip_shared import (
     Accepted,
     AuthFailed,
@@ -509,7 +512,7 @@ def server_process(tmp_path: Path, stage_delay: float):
     """`hairclip serve` in a subprocess, through register_cli, with the test double as its engine."""
     code = ("import argparse, sys\n"
             "from test_client_server import TintTestEngine\n"
-            "from hairclip.server import register_cli\n"
+            "from hairclip.cli_server import register_cli\n"
             "p = argparse.ArgumentParser(); sub = p.add_subparsers()\n"
             f"register_cli(sub, engine_factory=lambda args: TintTestEngine({stage_delay}))\n"
             "args = p.parse_args(['serve', '--bind', 'tcp://127.0.0.1:*'])\n"

@@ -24,7 +24,8 @@ import pytest
 
 import hairclip.server  # noqa: F401  (imported before the plug-in's folder, which holds a hairclip.py, is on sys.path)
 from hairclip import install_gimp
-from hairclip.server import EngineInfo, Server
+from hairclip.engine_api import EngineInfo
+from hairclip.server import Server
 from hairclip_shared import EditResult, Face, Image, JobFailed, Limits
 from hairclip_shared.editing import (
     ALIGNED_MODES,

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hairclip.server import EngineInfo, Server
+from hairclip.engine_api import EngineInfo
+from hairclip.server import Server
 from hairclip_shared import EditResult, Face, Image, JobFailed
 from hairclip_shared.editing import ALIGNED_RULE, EditSettings, empty_layer_message, krita_layout, to_wire
 from hairclip_shared.protocol import BadRequest, HairclipError, Limits

@@ -13,7 +13,7 @@ from hairclip import __version__
 from hairclip.errors import HairclipError
 
 # Each module exposes register_cli(subparsers) and imports nothing heavy at module level.
-_COMMAND_MODULES = ("hairclip.cli_edit", "hairclip.server", "hairclip.weights", "hairclip.bench",
+_COMMAND_MODULES = ("hairclip.cli_edit", "hairclip.cli_server", "hairclip.weights", "hairclip.bench",
                     "hairclip.install_plugin", "hairclip.train.cli")
 
 
@@ -24,14 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"hairclip {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:  # a real missing dependency, not a module of ours still to come
-                raise
-            continue
-        module.register_cli(subparsers)
+    for name in _COMMAND_MODULES:  # one that fails to import fails the command: no command may vanish
+        importlib.import_module(name).register_cli(subparsers)
     return parser
 
 

@@ -12,6 +12,7 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
+from hairclip.engine_api import EngineInfo
 from hairclip.errors import HairclipError
 from hairclip.images import convert_depth, from_wire, to_wire
 from hairclip.nets.mapper import COLORS, HAIRSTYLES
@@ -24,7 +25,7 @@ from hairclip_shared.protocol import EditResult as WireResult
 
 
 class PipelineEngine:
-    """`hairclip.server.Engine` backed by the real pipeline."""
+    """The `hairclip.engine_api.Engine` that runs the real pipeline."""
 
     def __init__(self, models: Models, keep_jobs: int = 8):
         self.models = models
@@ -34,9 +35,7 @@ class PipelineEngine:
         self._lock = threading.Lock()
         self._device = f"{_describe(models.device)}; precision: {models.plan.describe()}"
 
-    def info(self):
-        from hairclip.server import EngineInfo
-
+    def info(self) -> EngineInfo:
         models = {k: "loaded" for k in self.models.names}
         models["detector"] = detector_name(self.models.detector)  # e.g. "dlib, then fan"
         return EngineInfo(device=self._device, models=models, hairstyles=list(HAIRSTYLES), colours=list(COLORS),

@@ -3,7 +3,8 @@
 Pure Python apart from pyzmq and msgpack, so it runs inside Krita's and GIMP's embedded Pythons.
 """
 
-from .client import Client, CurveKeys, Job
+from .client import Client, Job
+from .keys import CurveKeys
 from .protocol import (
     DEFAULT_ENDPOINT,
     PROTOCOL_VERSION,

@@ -15,11 +15,10 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import zmq
 
+from .keys import CurveKeys
 from .protocol import (
     DEFAULT_ENDPOINT,
     EDIT_ROLES,
@@ -50,26 +49,6 @@ from .protocol import (
 
 log = logging.getLogger("hairclip.client")
 _wake_ids = itertools.count()
-
-
-@dataclass(frozen=True)
-class CurveKeys:
-    """CURVE keys (Z85 bytes) for a server bound beyond loopback; `hairclip keys` writes them."""
-
-    server_public: bytes
-    public: bytes
-    secret: bytes
-
-    @classmethod
-    def from_dir(cls, keys_dir: str | Path, name: str = "client") -> CurveKeys:
-        import zmq.auth  # only key users pay for it
-
-        keys_dir = Path(keys_dir)
-        server_public, _ = zmq.auth.load_certificate(keys_dir / "server.key")
-        public, secret = zmq.auth.load_certificate(keys_dir / "clients" / f"{name}.key_secret")
-        if secret is None:
-            raise ValueError(f"{keys_dir / 'clients' / (name + '.key_secret')} holds no secret key")
-        return cls(server_public, public, secret)
 
 
 class Job:

@@ -279,20 +279,10 @@ class Generator(nn.Module):
             self.to_rgbs.append(ToRGB(c_out, style_dim))  # as in the reference: default FIR for the skip
         self.n_latent = self.log_size * 2 - 2
 
-    def make_noise(self) -> list[torch.Tensor]:
-        """A fresh set of noise maps, one per styled conv."""
-        device = self.input.input.device
-        return [torch.randn(1, 1, 2 ** ((i + 5) // 2), 2 ** ((i + 5) // 2), device=device)
-                for i in range(self.num_layers)]
-
     def mean_latent(self, n_latent: int) -> torch.Tensor:
         """Average w over ``n_latent`` random z: the truncation centre, [1, style_dim]."""
         p = self.input.input
         return self.style(torch.randn(n_latent, self.style_dim, device=p.device, dtype=p.dtype)).mean(0, keepdim=True)
-
-    def get_latent(self, x: torch.Tensor) -> torch.Tensor:
-        """z -> w through the mapping MLP."""
-        return self.style(x)
 
     def forward(self, styles: Sequence[torch.Tensor] | torch.Tensor, return_latents: bool = False,
                 inject_index: int | None = None, truncation: float = 1.0,

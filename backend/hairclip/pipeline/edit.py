@@ -21,8 +21,3 @@ def apply_offset(w: torch.Tensor, offset: torch.Tensor, strength: float = 1.0) -
         raise ValueError(f"strength must be within {lo}..{hi}, got {strength}")
     return w + strength * EDIT_SCALE * offset
 
-
-def interpolate(w: torch.Tensor, offset_a: torch.Tensor, offset_b: torch.Tensor, t: float,
-                strength: float = 1.0) -> torch.Tensor:
-    """The paper's hair interpolation: a straight line in W+ between two edits of the same face."""
-    return apply_offset(w, torch.lerp(offset_a, offset_b, t), strength)
