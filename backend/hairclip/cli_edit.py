@@ -69,6 +69,7 @@ class InProcess:
         else:
             models = Models.load(args.device, args.weights_dir, download=args.download)
         self.editor = HairEditor(models)
+        self.device = str(models.device)
 
     def run(self, photo: np.ndarray, args: argparse.Namespace, refs: dict[str, np.ndarray | None]) -> Outcome:
         from hairclip.pipeline.conditions import Conditions
@@ -91,11 +92,12 @@ class InProcess:
 class OnServer:
     """Sends each edit to a running ``hairclip serve``; imports neither torch nor the pipeline."""
 
-    def __init__(self, args: argparse.Namespace):
+    def __init__(self, args: argparse.Namespace, address: str | None = None):
         from hairclip_shared.client import Client
 
-        self.client = Client(args.server, timeout=args.timeout)
-        self.client.hello()
+        self.client = Client(address or args.server[0], timeout=args.timeout)
+        self.info = self.client.hello()
+        self.device = self.info.device
 
     def run(self, photo: np.ndarray, args: argparse.Namespace, refs: dict[str, np.ndarray | None]) -> Outcome:
         from hairclip.images import from_wire, to_wire
@@ -122,12 +124,8 @@ class OnServer:
         return Outcome(layer, [tuple(f.bbox) for f in result.faces], result.timings, aligned)
 
 
-def _save_aligned(folder: Path, stem: str, outcome: Outcome) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, face in enumerate(outcome.aligned):
-        for name, image in face.items():
-            if image is not None:
-                save_image(folder / f"{stem}_face{i}_{name}.png", image)
+def _runner(args: argparse.Namespace, address: str | None) -> InProcess | OnServer:
+    return OnServer(args, address) if address else InProcess(args)
 
 
 def _cmd_edit(args: argparse.Namespace) -> int:
@@ -141,50 +139,26 @@ def _cmd_edit(args: argparse.Namespace) -> int:
         raise HairclipError("nothing to change: give --hairstyle, --color, --rgb or a reference image")
     refs = {"hairstyle": load_image(args.hairstyle_ref) if args.hairstyle_ref else None,
             "color": load_image(args.color_ref) if args.color_ref else None}
-    runner = OnServer(args) if args.server else InProcess(args)
-    if batch:
-        args.output.mkdir(parents=True, exist_ok=True)
-        if args.layer:
-            args.layer.mkdir(parents=True, exist_ok=True)
-    failures = 0
-    progress = _progress(inputs) if batch else inputs
-    for path in progress:
-        out = args.output / f"{path.stem}_hairclip{path.suffix}" if batch else args.output
-        try:
-            t0 = time.perf_counter()
-            photo = load_image(path)
-            outcome = runner.run(photo, args, refs)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            save_image(out, composite(photo, outcome.layer))
-            if args.layer:
-                layer_path = args.layer / f"{path.stem}_layer.png" if batch else args.layer
-                save_image(layer_path, outcome.layer)
-            if args.save_aligned:
-                _save_aligned(args.save_aligned, path.stem, outcome)
-            where = ", ".join(f"{x},{y} {w}x{h}" for x, y, w, h in outcome.boxes)
-            _say(f"{path.name}: {len(outcome.boxes)} face(s) edited ({where}) in {time.perf_counter() - t0:.1f} s"
-                 f" -> {out}", batch)
-        except HairclipError as exc:
-            if not batch:
-                raise
-            failures += 1
-            _say(f"{path.name}: {exc.message}", batch)
-    return 1 if failures else 0
+    if batch:  # sharded under torchrun, spread over --server's, resumable, reported: hairclip.batch
+        from hairclip.batch import run_batch
 
+        return run_batch(args, inputs, refs, _runner)
+    path, out = inputs[0], args.output
+    runner = _runner(args, args.server[0] if args.server else None)
+    t0 = time.perf_counter()
+    photo = load_image(path)
+    outcome = runner.run(photo, args, refs)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_image(out, composite(photo, outcome.layer))
+    if args.layer:
+        save_image(args.layer, outcome.layer)
+    if args.save_aligned:
+        from hairclip.batch import write_aligned
 
-def _progress(items: list[Path]):
-    from tqdm import tqdm
-
-    return tqdm(items, unit="photo", file=sys.stderr)
-
-
-def _say(text: str, batch: bool) -> None:
-    if batch:
-        from tqdm import tqdm
-
-        tqdm.write(text, file=sys.stderr)
-    else:
-        print(text)
+        write_aligned(args.save_aligned, path.stem, outcome)
+    where = ", ".join(f"{x},{y} {w}x{h}" for x, y, w, h in outcome.boxes)
+    print(f"{path.name}: {len(outcome.boxes)} face(s) edited ({where}) in {time.perf_counter() - t0:.1f} s -> {out}")
+    return 0
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -213,7 +187,11 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     p.add_argument("--weights-dir", type=Path, help="a folder with the official weight files")
     p.add_argument("--download", action="store_true", help="fetch missing weights first")
-    p.add_argument("--server", metavar="ADDR", help="edit on a running server, e.g. tcp://127.0.0.1:5570")
+    p.add_argument("--server", metavar="ADDR", action="append",
+                   help="edit on a running server, e.g. tcp://127.0.0.1:5570; repeat it to spread a folder "
+                        "over several servers")
+    p.add_argument("--force", action="store_true",
+                   help="redo every photo of a folder, even those the report says are done with the same inputs")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the server to answer")
     p.add_argument("--job-timeout", type=float, default=600.0, help="seconds to wait for one edit on the server")
     p.add_argument("--random-tiny", action="store_true", help=argparse.SUPPRESS)  # tests and demos: noise
