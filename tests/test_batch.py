@@ -8,7 +8,6 @@ with a single-process run and killed halfway once.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -17,6 +16,7 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -26,6 +26,7 @@ from hairclip.cli import build_parser
 from hairclip.cli_edit import Outcome
 from hairclip.errors import HairclipError
 from hairclip.images import save_image
+from hairclip_shared.protocol import ServerNotRunning
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--random-tiny", "--device", "cpu"]
@@ -166,7 +167,48 @@ def test_server_is_repeatable_and_force_is_an_option():
     args = build_parser().parse_args(["edit", "x", "-o", "y", "--server", "tcp://a:1", "--server", "tcp://b:2",
                                       "--force"])
     assert args.server == ["tcp://a:1", "tcp://b:2"] and args.force
-    assert isinstance(args, argparse.Namespace)
+
+
+class RecolourServer(Recolour):
+    """TEST DOUBLE for a server's client: the same recolouring; ``dies_after`` photos, it stops answering."""
+
+    def __init__(self, address: str, dies_after: int | None = None):
+        super().__init__()
+        self.device, self.dies_after = "cpu", dies_after
+        self.info = SimpleNamespace(models={"all": "loaded"}, device="cpu")
+        self.client = SimpleNamespace(close=lambda: None)
+
+    def run(self, photo, args, refs) -> Outcome:
+        if self.dies_after is not None and len(self.calls) >= self.dies_after:
+            raise ServerNotRunning("No HairCLIP server answered")
+        time.sleep(0.05)  # let the other thread take its share
+        return super().run(photo, args, refs)
+
+
+def test_a_server_that_goes_away_hands_its_photos_to_the_others(tmp_path):
+    make_photos(tmp_path / "in", 6)
+    servers = {"tcp://a:1": RecolourServer("tcp://a:1", dies_after=1), "tcp://b:2": RecolourServer("tcp://b:2")}
+    args = build_parser().parse_args(["edit", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--hairstyle",
+                                      "afro", "--server", "tcp://a:1", "--server", "tcp://b:2"])
+    code = run_batch(args, sorted((tmp_path / "in").iterdir()), {"hairstyle": None, "color": None},
+                     lambda a, address: servers[address])
+    assert code == 0
+    lines = report(tmp_path / "out")
+    assert [r["status"] for r in lines] == ["done"] * 6
+    assert len(servers["tcp://a:1"].calls) == 1 and len(servers["tcp://b:2"].calls) == 5
+    assert sorted(r["device"] for r in lines) == ["cpu at tcp://a:1"] + ["cpu at tcp://b:2"] * 5
+
+
+def test_when_every_server_is_gone_the_rest_is_reported_failed(tmp_path):
+    make_photos(tmp_path / "in", 3)
+    server = RecolourServer("tcp://a:1", dies_after=1)
+    args = build_parser().parse_args(["edit", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--hairstyle",
+                                      "afro", "--server", "tcp://a:1"])
+    assert run_batch(args, sorted((tmp_path / "in").iterdir()), {"hairstyle": None, "color": None},
+                     lambda a, address: server) == 1
+    lines = report(tmp_path / "out")
+    assert [(r["status"], r["code"]) for r in lines] == [("done", None), ("failed", "not_running"),
+                                                         ("failed", "not_running")]
 
 
 # ------------------------------------------------------------------- acceptance: the real command, tiny nets

@@ -281,6 +281,7 @@ class Batch:
         self.host = socket.gethostname()
         self.quiet = ranks.world > 1  # under torchrun one bar; per-photo lines only for failures
         self.bar = None
+        self._lock = threading.Lock()  # the server threads share the bar and the counters
 
     def check(self, photos: list[Photo]) -> list[tuple[Photo, str | None]]:
         """Skip (and report) the photos already done with the same inputs; returns the others with their hash."""
@@ -328,16 +329,17 @@ class Batch:
                "host": host or self.host, "rank": self.ranks.rank, "run": self.report.run, "finished": _now(),
                "inputs": inputs, "outputs": outputs}
         self.report.add(rec)
-        failed = self.ranks.count("failed") if status == "failed" else None
-        self.ranks.count("finished")
-        if status == "failed" or (status == "done" and not self.quiet):
-            text = (f"{ph.path.name}: {message} [{code}]" if status == "failed" else
-                    f"{ph.path.name}: {faces} face(s) edited in {rec['seconds']:.1f} s on {device} -> {ph.output}")
-            self.say(text)
-        if self.bar is not None and self.ranks.world == 1:  # under torchrun rank 0's watcher draws the bar
-            self.bar.update(1)
-            if failed:
-                self.bar.set_postfix(failed=failed)
+        with self._lock:
+            failed = self.ranks.count("failed") if status == "failed" else None
+            self.ranks.count("finished")
+            if status == "failed" or (status == "done" and not self.quiet):
+                self.say(f"{ph.path.name}: {message} [{code}]" if status == "failed" else
+                         f"{ph.path.name}: {faces} face(s) edited in {rec['seconds']:.1f} s on {device} -> "
+                         f"{ph.output}")
+            if self.bar is not None and self.ranks.world == 1:  # under torchrun rank 0's watcher draws the bar
+                self.bar.update(1)
+                if failed:
+                    self.bar.set_postfix(failed=failed)
         return rec
 
     def say(self, text: str) -> None:
