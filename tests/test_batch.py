@@ -93,8 +93,8 @@ def test_the_report_has_one_line_per_photo_and_a_second_run_skips_them_all(tmp_p
     first = Recolour()
     assert batch(tmp_path / "in", tmp_path / "out", first) == 0
     lines = report(tmp_path / "out")
-    assert [(r["output"], r["status"], r["faces"], r["device"]) for r in lines] == [
-        (f"p{i:02d}_hairclip.png", "done", 1, "test-double") for i in range(3)]
+    assert [(r["output"], r["status"], r["faces"], r["boxes"], r["device"]) for r in lines] == [
+        (f"p{i:02d}_hairclip.png", "done", 1, [[0, 0, 8, 8]], "test-double") for i in range(3)]
     assert lines[0]["inputs"]["hairstyle"] == "afro" and len(lines[0]["inputs"]["photo_sha256"]) == 64
     assert not (tmp_path / "out" / PARTS).exists()
     second = Recolour()
@@ -211,6 +211,12 @@ def test_when_every_server_is_gone_the_rest_is_reported_failed(tmp_path):
                                                          ("failed", "not_running")]
 
 
+def test_a_batch_on_servers_imports_no_torch():
+    code = "import sys, hairclip.batch, hairclip.cli_edit\nassert 'torch' not in sys.modules, 'torch was imported'"
+    res = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+
+
 # ------------------------------------------------------------------- acceptance: the real command, tiny nets
 
 
@@ -299,6 +305,7 @@ def test_two_torchrun_processes_write_what_one_process_writes_and_resume_after_a
     assert all(r["device"] == "cpu" for r in lines)
     summary = f"{4 - len(killed)} done, {len(killed)} skipped (already done), 0 failed"
     assert summary in res.stderr  # rank 0's summary counts both ranks' photos
+    assert "2 processes: 100%" in res.stderr and "| 4/4 [" in res.stderr  # and its one bar too
 
 
 @contextmanager

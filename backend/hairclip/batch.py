@@ -299,7 +299,7 @@ class Batch:
                 todo.append((ph, digest))
                 continue
             self.record(ph, "skipped", inputs, t0, faces=prev.get("faces"), device=prev.get("device"),
-                        outputs=prev["outputs"], host=prev.get("host"))
+                        outputs=prev["outputs"], host=prev.get("host"), boxes=prev.get("boxes"))
         return todo
 
     def edit(self, runner, ph: Photo, digest: str | None, device: str, reraise: tuple[str, ...] = ()) -> dict:
@@ -318,14 +318,15 @@ class Batch:
         except Exception as e:  # a bug or an odd photo must not stop the other photos
             return self.record(ph, "failed", inputs, t0, code="internal", message=f"{type(e).__name__}: {e}",
                                device=device)
+        written = {self.report.relative(f): sha256_file(f) for f in files}
         return self.record(ph, "done", inputs, t0, faces=len(outcome.boxes), device=device,
-                           outputs={self.report.relative(f): sha256_file(f) for f in files})
+                           boxes=[list(b) for b in outcome.boxes], outputs=written)
 
     def record(self, ph: Photo, status: str, inputs: dict | None, t0: float, *, faces: int | None = None,
                device: str | None = None, outputs: dict | None = None, code: str | None = None,
-               message: str | None = None, host: str | None = None) -> dict:
+               message: str | None = None, host: str | None = None, boxes: list | None = None) -> dict:
         rec = {"photo": str(ph.path), "output": ph.key, "status": status, "code": code, "message": message,
-               "faces": faces, "seconds": round(time.perf_counter() - t0, 3), "device": device,
+               "faces": faces, "boxes": boxes, "seconds": round(time.perf_counter() - t0, 3), "device": device,
                "host": host or self.host, "rank": self.ranks.rank, "run": self.report.run, "finished": _now(),
                "inputs": inputs, "outputs": outputs}
         self.report.add(rec)
@@ -333,9 +334,10 @@ class Batch:
             failed = self.ranks.count("failed") if status == "failed" else None
             self.ranks.count("finished")
             if status == "failed" or (status == "done" and not self.quiet):
+                where = ", ".join(f"{x},{y} {w}x{h}" for x, y, w, h in boxes or [])
                 self.say(f"{ph.path.name}: {message} [{code}]" if status == "failed" else
-                         f"{ph.path.name}: {faces} face(s) edited in {rec['seconds']:.1f} s on {device} -> "
-                         f"{ph.output}")
+                         f"{ph.path.name}: {faces} face(s) edited ({where}) in {rec['seconds']:.1f} s on {device}"
+                         f" -> {ph.output}")
             if self.bar is not None and self.ranks.world == 1:  # under torchrun rank 0's watcher draws the bar
                 self.bar.update(1)
                 if failed:
