@@ -428,17 +428,22 @@ def _in_process(args, photos, refs, refs_sha, ranks: Ranks, report: Report, make
         device = runner.device if runner is not None else None
         for ph, digest in mine:
             batch.edit(runner, ph, digest, device)
+        _stop(watcher, stop)  # _finish draws the bar's last step itself
         return _finish(batch)
     finally:
-        stop.set()
-        if watcher is not None:
-            watcher.join()
+        _stop(watcher, stop)
         if batch.bar is not None:
             batch.bar.close()
 
 
+def _stop(watcher: threading.Thread | None, stop: threading.Event) -> None:
+    stop.set()
+    if watcher is not None:
+        watcher.join()
+
+
 def _watch(batch: Batch, stop: threading.Event) -> None:
-    """Rank 0's bar follows the batch-wide counters; rank 0's own photos update it directly."""
+    """Under torchrun, rank 0's bar follows the batch-wide counters in the store, every half second."""
     while not stop.wait(0.5):
         finished, failed = batch.ranks.count("finished", 0), batch.ranks.count("failed", 0)
         if finished > batch.bar.n:
