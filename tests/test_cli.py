@@ -38,7 +38,7 @@ def test_a_folder_goes_to_a_folder(photo_file, tmp_path):
     (tmp_path / "notes.txt").write_text("not a photo")
     out = tmp_path / "out"
     assert main(["edit", str(tmp_path), "-o", str(out), "--color", "red", *TINY]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["me_hairclip.png", "second_hairclip.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["hairclip-report.jsonl", "me_hairclip.png", "second_hairclip.png"]
 
 
 def test_errors_are_sentences_and_leave_no_output(tmp_path, capsys):

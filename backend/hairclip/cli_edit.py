@@ -78,6 +78,7 @@ class InProcess:
                                  files=checkpoint_files(args))
         print(f"precision: {models.plan.describe()}", file=sys.stderr)
         self.editor = HairEditor(models)
+        self.device = str(models.device)
 
     def run(self, photo: np.ndarray, args: argparse.Namespace, refs: dict[str, np.ndarray | None]) -> Outcome:
         from hairclip.pipeline.conditions import Conditions
@@ -102,7 +103,7 @@ class InProcess:
 class OnServer:
     """Sends each edit to a running ``hairclip serve``; imports neither torch nor the pipeline."""
 
-    def __init__(self, args: argparse.Namespace):
+    def __init__(self, args: argparse.Namespace, address: str | None = None):
         from hairclip_shared.client import Client
 
         if args.precision != "auto":
@@ -110,8 +111,9 @@ class OnServer:
         if checkpoint_files(args):
             raise HairclipError("--mapper, --e4e and --parsenet choose the server's files: give them to "
                                 "`hairclip serve`, not to `hairclip edit --server`")
-        self.client = Client(args.server, timeout=args.timeout)
-        self.client.hello()
+        self.client = Client(address or args.server[0], timeout=args.timeout)
+        self.info = self.client.hello()
+        self.device = self.info.device
 
     def run(self, photo: np.ndarray, args: argparse.Namespace, refs: dict[str, np.ndarray | None]) -> Outcome:
         from hairclip.images import from_wire, to_wire
@@ -153,12 +155,8 @@ def aligned_roles(args: argparse.Namespace) -> set[str]:
     return roles
 
 
-def _save_aligned(folder: Path, stem: str, outcome: Outcome) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, face in enumerate(outcome.aligned):
-        for name, image in face.items():
-            if image is not None:
-                save_image(folder / f"{stem}_face{i}_{name}.png", image)
+def _runner(args: argparse.Namespace, address: str | None) -> InProcess | OnServer:
+    return OnServer(args, address) if address else InProcess(args)
 
 
 def _cmd_edit(args: argparse.Namespace) -> int:
@@ -172,52 +170,28 @@ def _cmd_edit(args: argparse.Namespace) -> int:
         raise HairclipError("nothing to change: give --hairstyle, --color, --rgb or a reference image")
     refs = {"hairstyle": load_image(args.hairstyle_ref) if args.hairstyle_ref else None,
             "color": load_image(args.color_ref) if args.color_ref else None}
-    runner = OnServer(args) if args.server else InProcess(args)
-    if batch:
-        args.output.mkdir(parents=True, exist_ok=True)
-        if args.layer:
-            args.layer.mkdir(parents=True, exist_ok=True)
-    failures = 0
-    progress = _progress(inputs) if batch else inputs
-    for path in progress:
-        out = args.output / f"{path.stem}_hairclip{path.suffix}" if batch else args.output
-        try:
-            t0 = time.perf_counter()
-            photo, info = read_photo(path)  # upright; its ICC profile and EXIF go onto the outputs
-            outcome = runner.run(photo, args, refs)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            save_image(out, composite(photo, outcome.layer), info)
-            if args.layer:
-                layer_path = args.layer / f"{path.stem}_layer.png" if batch else args.layer
-                save_image(layer_path, outcome.layer, info)
-            if args.save_aligned:
-                _save_aligned(args.save_aligned, path.stem, outcome)
-            found = outcome.detectors + [""] * (len(outcome.boxes) - len(outcome.detectors))
-            where = ", ".join(f"{x},{y} {w}x{h}" + (f" by {d}" if d else "")
-                              for (x, y, w, h), d in zip(outcome.boxes, found, strict=True))
-            _say(f"{path.name}: {len(outcome.boxes)} face(s) edited ({where}) in {time.perf_counter() - t0:.1f} s"
-                 f" -> {out}", batch)
-        except HairclipError as exc:
-            if not batch:
-                raise
-            failures += 1
-            _say(f"{path.name}: {exc.message}", batch)
-    return 1 if failures else 0
+    if batch:  # sharded under torchrun, spread over --server's, resumable, reported: hairclip.batch
+        from hairclip.batch import run_batch
 
+        return run_batch(args, inputs, refs, _runner)
+    path, out = inputs[0], args.output
+    runner = _runner(args, args.server[0] if args.server else None)
+    t0 = time.perf_counter()
+    photo, info = read_photo(path)  # upright; its ICC profile and EXIF go onto the outputs
+    outcome = runner.run(photo, args, refs)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_image(out, composite(photo, outcome.layer), info)
+    if args.layer:
+        save_image(args.layer, outcome.layer, info)
+    if args.save_aligned:
+        from hairclip.batch import write_aligned
 
-def _progress(items: list[Path]):
-    from tqdm import tqdm
-
-    return tqdm(items, unit="photo", file=sys.stderr)
-
-
-def _say(text: str, batch: bool) -> None:
-    if batch:
-        from tqdm import tqdm
-
-        tqdm.write(text, file=sys.stderr)
-    else:
-        print(text)
+        write_aligned(args.save_aligned, path.stem, outcome)
+    found = outcome.detectors + [""] * (len(outcome.boxes) - len(outcome.detectors))
+    where = ", ".join(f"{x},{y} {w}x{h}" + (f" by {d}" if d else "")
+                      for (x, y, w, h), d in zip(outcome.boxes, found, strict=True))
+    print(f"{path.name}: {len(outcome.boxes)} face(s) edited ({where}) in {time.perf_counter() - t0:.1f} s -> {out}")
+    return 0
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -255,7 +229,11 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--weights-dir", type=Path, help="a folder with the official weight files")
     p.add_argument("--download", action="store_true", help="fetch missing weights first")
     add_checkpoint_options(p)
-    p.add_argument("--server", metavar="ADDR", help="edit on a running server, e.g. tcp://127.0.0.1:5570")
+    p.add_argument("--server", metavar="ADDR", action="append",
+                   help="edit on a running server, e.g. tcp://127.0.0.1:5570; repeat it to spread a folder "
+                        "over several servers")
+    p.add_argument("--force", action="store_true",
+                   help="redo every photo of a folder, even those the report says are done with the same inputs")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the server to answer")
     p.add_argument("--job-timeout", type=float, default=600.0, help="seconds to wait for one edit on the server")
     p.add_argument("--detector", choices=DETECTORS, default=None,
