@@ -16,7 +16,7 @@ from hairclip.images import from_wire, load_image, save_image, to_wire
 from hairclip.pipeline.models import Models
 from hairclip.server import Server
 from hairclip_shared.client import Client
-from hairclip_shared.protocol import Cancelled, EditRequest, EditResult, JobFailed, Progress
+from hairclip_shared.protocol import BadImage, Cancelled, EditRequest, EditResult, Image, JobFailed, Progress
 
 
 @pytest.fixture(scope="module")
@@ -134,3 +134,32 @@ def test_eight_clients_five_jobs_each_all_come_back_to_their_sender(server):
     with ThreadPoolExecutor(8) as pool:
         sizes = list(pool.map(run, range(8)))
     assert sizes == [[(280 + n, 260 + 2 * n)] * 5 for n in range(8)]
+
+
+def _float_layer(bad: float, h: int = 64, w: int = 48, channels: int = 4) -> np.ndarray:
+    """An f32 layer of ordinary values with one bad sample in the middle, and one all-bad row."""
+    a = np.random.default_rng(1).random((h, w, channels), dtype=np.float32)
+    a[h // 2, w // 2, 1] = bad
+    a[-1] = bad
+    return a
+
+
+@pytest.mark.parametrize("role,layer", [("source", "photo"), ("hairstyle_ref", "hairstyle reference"),
+                                        ("colour_ref", "colour reference")])
+def test_nan_or_inf_f32_layer_is_refused_as_bad_image_naming_the_layer(server, photo, role, layer):
+    good = to_wire(photo.astype(np.float32) / 255)
+    with Client(server.endpoint) as client:
+        for bad in (np.nan, np.inf, -np.inf):
+            images = {"source": good, "hairstyle_ref": None, "colour_ref": None}
+            bad_layer = _float_layer(bad)  # built by hand: to_wire() would refuse it on this side already
+            images[role] = Image(bad_layer.shape[1], bad_layer.shape[0], bad_layer.tobytes(), "RGBA", "f32")
+            kw = {"hairstyle": None if images["hairstyle_ref"] else "afro",
+                  "colour": None if images["colour_ref"] else "red"}
+            job = client.submit(EditRequest(**images, **kw))
+            with pytest.raises(BadImage) as err:
+                job.result(timeout=60)
+            assert err.value.code == "bad_image" and f"The {layer} layer" in err.value.message
+            assert "NaN or infinite" in err.value.message
+        done = client.submit(EditRequest(source=good, colour="red")).result(timeout=120)  # still serving
+    layer_out = from_wire(done.layer)
+    assert layer_out.dtype == np.float32 and np.isfinite(layer_out).all()

@@ -2,8 +2,9 @@
 
 import numpy as np
 import pytest
+from PIL import Image
 
-from hairclip.images import BadImage, composite, from_wire, load_image, save_image, to_wire
+from hairclip.images import BadImage, check_photo, composite, from_wire, load_image, save_image, to_wire
 
 
 @pytest.mark.parametrize("shape, dtype", [((5, 7, 3), np.uint8), ((5, 7, 4), np.uint16), ((5, 7, 1), np.uint16),
@@ -57,3 +58,21 @@ def test_wire_images_round_trip(channels, depth):
     back = from_wire(image)
     scale = {"u8": 1, "u16": 257, "f32": 1 / 255}[depth]
     assert np.allclose(back, a.astype(np.float64) * scale, atol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_float_tiff_with_nan_or_inf_is_refused_by_load_and_by_the_cli(tmp_path, capsys, bad):
+    from hairclip.cli import main
+
+    a = np.random.default_rng(0).random((40, 30), dtype=np.float32)
+    a[5, 7] = bad
+    path = tmp_path / "float.tif"
+    Image.fromarray(a, "F").save(path)
+    with pytest.raises(BadImage, match="NaN or infinite"):
+        load_image(path)
+    assert main(["edit", str(path), "-o", str(tmp_path / "out.png"), "--color", "red", "--random-tiny",
+                 "--device", "cpu"]) == 1
+    assert "float.tif has NaN or infinite pixel values" in capsys.readouterr().err
+    assert not (tmp_path / "out.png").exists()
+    with pytest.raises(BadImage, match="the photo has NaN"):
+        check_photo(np.full((4, 4, 3), bad, np.float32), "photo")
