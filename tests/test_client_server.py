@@ -559,6 +559,32 @@ def test_curve_serves_a_listed_key_and_refuses_an_unlisted_one(tmp_path):
             assert time.monotonic() - t0 < 2.0
 
 
+def test_a_refused_key_is_an_authentication_failure_naming_the_key_file_and_the_allow_list(tmp_path, capsys):
+    server_dir, rogue_dir = tmp_path / "server", tmp_path / "laptop"
+    generate_keys(server_dir, "alice")
+    generate_keys(rogue_dir, "mallory")  # a keypair the server never listed...
+    (rogue_dir / "server.key").write_bytes((server_dir / "server.key").read_bytes())  # ...for the right server
+    offered = rogue_dir / "clients" / "mallory.key_secret"
+    parser = argparse.ArgumentParser()
+    register_cli(parser.add_subparsers())
+    with serving(keys_dir=server_dir) as srv:
+        with pytest.raises(AuthFailed) as err:  # what a plug-in gets from the shared client
+            Client(srv.endpoint, timeout=2.0, keys=CurveKeys.from_dir(rogue_dir, "mallory"))
+        args = parser.parse_args(["status", "--connect", srv.endpoint, "--keys-dir", str(rogue_dir),
+                                  "--key-name", "mallory", "--timeout", "2"])
+        assert args.func(args) == 1
+        stderr = capsys.readouterr().err
+        good = parser.parse_args(["status", "--connect", srv.endpoint, "--keys-dir", str(server_dir),
+                                  "--key-name", "alice"])
+        assert good.func(good) == 0  # the server kept serving the listed key
+    for message in (err.value.message, stderr):
+        assert "Authentication failed" in message and "refused" in message
+        assert str(offered) in message and "authorized_clients" in message
+        assert str(rogue_dir / "authorized_clients" / "mallory.key") in message
+        assert "not running" not in message and "hairclip serve\n" not in message
+    assert err.value.code == "auth_failed"
+
+
 def test_status_prints_the_hello_or_a_clear_not_running(capsys):
     parser = argparse.ArgumentParser()
     register_cli(parser.add_subparsers())

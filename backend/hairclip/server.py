@@ -37,6 +37,7 @@ from hairclip_shared.protocol import (
     MAX_PREVIEW_SIDE,
     PROTOCOL_VERSION,
     REQUESTS,
+    AuthFailed,
     BadRequest,
     Busy,
     Cancelled,
@@ -686,10 +687,17 @@ def _cmd_serve(args: argparse.Namespace, engine_factory: EngineFactory | None) -
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    keys = CurveKeys.from_dir(args.keys_dir, args.key_name) if args.keys_dir else None
+    try:
+        keys = CurveKeys.from_dir(args.keys_dir, args.key_name) if args.keys_dir else None
+    except (OSError, ValueError) as e:
+        print(f"hairclip status: cannot read the CURVE keys in {args.keys_dir}: {e}", file=sys.stderr)
+        return 1
     try:
         with Client(args.connect, timeout=args.timeout, keys=keys, name="hairclip status") as client:
             info = client.info
+    except AuthFailed as e:  # the server is up: telling the user to start it would mislead
+        print(f"hairclip status: {e.message}", file=sys.stderr)
+        return 1
     except HairclipError as e:
         print(f"The HairCLIP server is not running at {args.connect}: {e.message}\n"
               "Start it with: hairclip serve", file=sys.stderr)

@@ -54,11 +54,15 @@ _wake_ids = itertools.count()
 
 @dataclass(frozen=True)
 class CurveKeys:
-    """CURVE keys (Z85 bytes) for a server bound beyond loopback; `hairclip keys` writes them."""
+    """CURVE keys (Z85 bytes) for a server bound beyond loopback; `hairclip keys` writes them.
+
+    `secret_file` is where the client's keypair came from, so that a refusal can name it.
+    """
 
     server_public: bytes
     public: bytes
     secret: bytes
+    secret_file: Path | None = None
 
     @classmethod
     def from_dir(cls, keys_dir: str | Path, name: str = "client") -> CurveKeys:
@@ -66,10 +70,26 @@ class CurveKeys:
 
         keys_dir = Path(keys_dir)
         server_public, _ = zmq.auth.load_certificate(keys_dir / "server.key")
-        public, secret = zmq.auth.load_certificate(keys_dir / "clients" / f"{name}.key_secret")
+        secret_file = keys_dir / "clients" / f"{name}.key_secret"
+        public, secret = zmq.auth.load_certificate(secret_file)
         if secret is None:
-            raise ValueError(f"{keys_dir / 'clients' / (name + '.key_secret')} holds no secret key")
-        return cls(server_public, public, secret)
+            raise ValueError(f"{secret_file} holds no secret key")
+        return cls(server_public, public, secret, secret_file)
+
+    def refused_message(self, endpoint: str) -> str:
+        """Why a ZAP refusal happened and how to fix it: which key was offered, where the allow-list lives."""
+        offered = (f"the client key in {self.secret_file}" if self.secret_file is not None
+                   else "this client's CURVE key")
+        public = self.public.decode("ascii", "replace")
+        where = ""
+        if self.secret_file is not None:
+            keys_dir, name = self.secret_file.parent.parent, self.secret_file.name.removesuffix(".key_secret")
+            where = (f" Copy {self.secret_file.with_name(name + '.key')} there, for example to "
+                     f"{keys_dir / 'authorized_clients' / (name + '.key')} when the server uses {keys_dir}.")
+        return (f"Authentication failed: the HairCLIP server at {endpoint} is running but refused {offered} "
+                f"(public key {public}). The server's allow-list is the authorized_clients folder inside the "
+                f"folder it was started with (`hairclip serve --keys-dir DIR`: DIR/authorized_clients); "
+                f"the key is not there.{where}")
 
 
 class Job:
@@ -466,9 +486,11 @@ class Client:
         if e == zmq.EVENT_DISCONNECTED:
             return AuthFailed(f"The server at {self.endpoint} closed the connection during the handshake: it "
                               "may need CURVE keys (see `hairclip keys`), or it is not a HairCLIP server.")
-        if e == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-            return AuthFailed(f"The server at {self.endpoint} refused this client's CURVE key; add the "
-                              "client's public key to the server's authorized_clients folder.")
+        if e == zmq.EVENT_HANDSHAKE_FAILED_AUTH:  # the server's ZAP handler said no: a live server
+            if self.keys is None:
+                return AuthFailed(f"Authentication failed: the HairCLIP server at {self.endpoint} is running "
+                                  "but refused this client: it needs CURVE keys (see `hairclip keys`).")
+            return AuthFailed(self.keys.refused_message(self.endpoint))
         if self.keys is None:
             return AuthFailed(f"The handshake with {self.endpoint} failed: the server needs CURVE keys "
                               "(see `hairclip keys`).")
