@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import platform
 import select
 import signal
 import subprocess
@@ -627,3 +628,25 @@ def test_keys_command_writes_a_listed_client_keypair(tmp_path, capsys):
     keys = CurveKeys.from_dir(tmp_path, "krita")
     assert len(keys.secret) == len(keys.public) == len(keys.server_public) == 40
     assert args.func(args) == 1 and "exists" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(sys.platform != "linux" or platform.libc_ver()[0] != "glibc", reason="glibc's malloc_trim")
+def test_freed_frames_go_back_to_the_os_after_a_job():
+    """What the worker does after each job: heap memory that big frames freed leaves the process's RSS."""
+    code = """if True:
+        from pathlib import Path
+        import numpy as np
+        from hairclip.server import release_freed_memory
+        def rss():
+            status = Path("/proc/self/status").read_text().splitlines()
+            return int(next(line for line in status if line.startswith("VmRSS")).split()[1]) // 1024
+        big = np.ones(30 << 20, np.uint8); del big  # glibc now serves frames up to 30 MB from the heap
+        frames = [np.ones(8 << 20, np.uint8) for _ in range(40)]  # 320 MB, like a 4096 px job's frames
+        keep = frames.pop()  # the heap's top stays in use, so glibc cannot shrink it by itself
+        del frames
+        before = rss(); release_freed_memory(); print(before, rss())
+    """
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    before, after = map(int, out.stdout.split())
+    assert before - after > 250, (before, after)  # MiB
