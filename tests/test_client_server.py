@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import platform
 import select
 import signal
 import socket
@@ -592,6 +593,32 @@ def test_curve_serves_a_listed_key_and_refuses_an_unlisted_one(tmp_path):
             assert time.monotonic() - t0 < 2.0
 
 
+def test_a_refused_key_is_an_authentication_failure_naming_the_key_file_and_the_allow_list(tmp_path, capsys):
+    server_dir, rogue_dir = tmp_path / "server", tmp_path / "laptop"
+    generate_keys(server_dir, "alice")
+    generate_keys(rogue_dir, "mallory")  # a keypair the server never listed...
+    (rogue_dir / "server.key").write_bytes((server_dir / "server.key").read_bytes())  # ...for the right server
+    offered = rogue_dir / "clients" / "mallory.key_secret"
+    parser = argparse.ArgumentParser()
+    register_cli(parser.add_subparsers())
+    with serving(keys_dir=server_dir) as srv:
+        with pytest.raises(AuthFailed) as err:  # what a plug-in gets from the shared client
+            Client(srv.endpoint, timeout=2.0, keys=CurveKeys.from_dir(rogue_dir, "mallory"))
+        args = parser.parse_args(["status", "--connect", srv.endpoint, "--keys-dir", str(rogue_dir),
+                                  "--key-name", "mallory", "--timeout", "2"])
+        assert args.func(args) == 1
+        stderr = capsys.readouterr().err
+        good = parser.parse_args(["status", "--connect", srv.endpoint, "--keys-dir", str(server_dir),
+                                  "--key-name", "alice"])
+        assert good.func(good) == 0  # the server kept serving the listed key
+    for message in (err.value.message, stderr):
+        assert "Authentication failed" in message and "refused" in message
+        assert str(offered) in message and "authorized_clients" in message
+        assert str(rogue_dir / "authorized_clients" / "mallory.key") in message
+        assert "not running" not in message and "hairclip serve\n" not in message
+    assert err.value.code == "auth_failed"
+
+
 def test_status_prints_the_hello_or_a_clear_not_running(capsys):
     parser = argparse.ArgumentParser()
     register_cli(parser.add_subparsers())
@@ -655,3 +682,25 @@ def test_keys_command_writes_a_listed_client_keypair(tmp_path, capsys):
     keys = CurveKeys.from_dir(tmp_path, "krita")
     assert len(keys.secret) == len(keys.public) == len(keys.server_public) == 40
     assert args.func(args) == 1 and "exists" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(sys.platform != "linux" or platform.libc_ver()[0] != "glibc", reason="glibc's malloc_trim")
+def test_freed_frames_go_back_to_the_os_after_a_job():
+    """What the worker does after each job: heap memory that big frames freed leaves the process's RSS."""
+    code = """if True:
+        from pathlib import Path
+        import numpy as np
+        from hairclip.server import release_freed_memory
+        def rss():
+            status = Path("/proc/self/status").read_text().splitlines()
+            return int(next(line for line in status if line.startswith("VmRSS")).split()[1]) // 1024
+        big = np.ones(30 << 20, np.uint8); del big  # glibc now serves frames up to 30 MB from the heap
+        frames = [np.ones(8 << 20, np.uint8) for _ in range(40)]  # 320 MB, like a 4096 px job's frames
+        keep = frames.pop()  # the heap's top stays in use, so glibc cannot shrink it by itself
+        del frames
+        before = rss(); release_freed_memory(); print(before, rss())
+    """
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    before, after = map(int, out.stdout.split())
+    assert before - after > 250, (before, after)  # MiB

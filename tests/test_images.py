@@ -10,6 +10,7 @@ from PIL import Image, ImageCms, ImageOps
 from hairclip.images import (
     BadImage,
     PhotoInfo,
+    check_photo,
     composite,
     from_wire,
     load_image,
@@ -138,3 +139,21 @@ def test_outputs_get_the_mode_cp_would_give_them(tmp_path):
         assert stat.S_IMODE((tmp_path / "a.png").stat().st_mode) == 0o604
     finally:
         os.umask(old)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_float_tiff_with_nan_or_inf_is_refused_by_load_and_by_the_cli(tmp_path, capsys, bad):
+    from hairclip.cli import main
+
+    a = np.random.default_rng(0).random((40, 30), dtype=np.float32)
+    a[5, 7] = bad
+    path = tmp_path / "float.tif"
+    Image.fromarray(a, "F").save(path)
+    with pytest.raises(BadImage, match="NaN or infinite"):
+        load_image(path)
+    assert main(["edit", str(path), "-o", str(tmp_path / "out.png"), "--color", "red", "--random-tiny",
+                 "--device", "cpu"]) == 1
+    assert "float.tif has NaN or infinite pixel values" in capsys.readouterr().err
+    assert not (tmp_path / "out.png").exists()
+    with pytest.raises(BadImage, match="the photo has NaN"):
+        check_photo(np.full((4, 4, 3), bad, np.float32), "photo")

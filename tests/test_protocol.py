@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import math
 import re
 import subprocess
@@ -251,3 +252,19 @@ def test_protocol_md_documents_every_op_and_error_code():
     doc = (ROOT / "shared" / "PROTOCOL.md").read_text()
     for name in [*REQUESTS, "accepted", "progress", "result", "error", "pong", *ERROR_CODES]:
         assert f"`{name}`" in doc, name
+
+
+@pytest.mark.parametrize("numpy_available", [True, False])
+def test_finiteness_check_finds_one_nan_or_inf_sample_with_or_without_numpy(monkeypatch, numpy_available):
+    from hairclip_shared.protocol import BadImage, all_finite, check_finite
+
+    if not numpy_available:  # an editor's embedded Python may lack numpy
+        monkeypatch.setitem(sys.modules, "numpy", None)
+    samples = array.array("f", [0.25] * (3 * 5 * 4))
+    assert all_finite(Image(5, 3, samples, "RGBA", "f32"))
+    for bad in (math.nan, math.inf, -math.inf):
+        poisoned = array.array("f", samples)
+        poisoned[17] = bad
+        with pytest.raises(BadImage, match="The colour reference layer has NaN or infinite"):
+            check_finite(Image(5, 3, poisoned, "RGBA", "f32"), "colour reference")
+    assert all_finite(Image(5, 3, bytes(60), "RGBA", "u8"))

@@ -425,3 +425,39 @@ def test_cli_weights_dir_flag_beats_env(cli, tmp_path):
     assert cli("weights", "--weights-dir", str(tmp_path / "flag2"), "download", "a.bin", "-q") == 0
     assert (tmp_path / "flag" / "a.bin").exists() and (tmp_path / "flag2" / "a.bin").exists()
     assert not (tmp_path / "env-store").exists()
+
+
+def test_serve_trusts_an_unchanged_record_until_verify_finds_the_in_place_corruption(tmp_path, monkeypatch,
+                                                                                     capsys):
+    """What the README promises: `serve` re-hashes only files whose size or mtime changed; a file damaged in
+    place with both restored is caught by `hairclip weights verify`, and from then on `serve` refuses it."""
+    from hairclip.cli import main
+
+    store = WeightStore(tmp_path)
+    files = {}
+    for name, entry in store.entries.items():
+        if "edit" not in entry.needed_for:
+            continue
+        p = tmp_path / name
+        with open(p, "wb") as f:  # junk of the right size (sparse): the bytes changed, the size did not
+            f.truncate(entry.size or 4096)
+        st = p.stat()
+        files[name] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": entry.sha256}
+    # The record a full hash wrote when the files were good: same size and mtime, the manifest's sha256.
+    (tmp_path / weights.CACHE_NAME).write_text(json.dumps({"files": files, "trusted": {}}))
+    hashed = []
+    real = weights._sha256_file
+    monkeypatch.setattr(weights, "_sha256_file", lambda p: hashed.append(p.name) or real(p))
+    monkeypatch.setenv("HAIRCLIP_WEIGHTS", str(tmp_path))
+
+    assert main(["serve", "--no-download", "--device", "cpu"]) == 1  # the junk fails to load...
+    err = capsys.readouterr().err
+    assert "the engine did not start" in err and "missing" not in err and "corrupt" not in err
+    assert hashed == []  # ...because serve trusted the record and loaded it, as the README says
+
+    assert main(["weights", "verify", "parsenet.pth"]) == 1
+    assert "parsenet.pth  corrupt" in capsys.readouterr().out and hashed == ["parsenet.pth"]
+
+    assert main(["serve", "--no-download", "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert "parsenet.pth is corrupt" in err and "it will not be loaded" in err

@@ -23,7 +23,7 @@ from hairclip.server import serve
 from hairclip.weights import add_checkpoint_options
 from hairclip_shared.client import Client
 from hairclip_shared.keys import CurveKeys
-from hairclip_shared.protocol import DEFAULT_ENDPOINT, HairclipError, Limits
+from hairclip_shared.protocol import DEFAULT_ENDPOINT, AuthFailed, HairclipError, Limits
 
 log = logging.getLogger("hairclip.server")
 EngineFactory = Callable[[argparse.Namespace], Engine]
@@ -109,10 +109,17 @@ def _wrap_names(names: list[str], width: int = 88) -> list[str]:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    keys = CurveKeys.from_dir(args.keys_dir, args.key_name) if args.keys_dir else None
+    try:
+        keys = CurveKeys.from_dir(args.keys_dir, args.key_name) if args.keys_dir else None
+    except (OSError, ValueError) as e:
+        print(f"hairclip status: cannot read the CURVE keys in {args.keys_dir}: {e}", file=sys.stderr)
+        return 1
     try:
         with Client(args.connect, timeout=args.timeout, keys=keys, name="hairclip status") as client:
             info = client.info
+    except AuthFailed as e:  # the server is up: telling the user to start it would mislead
+        print(f"hairclip status: {e.message}", file=sys.stderr)
+        return 1
     except HairclipError as e:
         print(f"The HairCLIP server is not running at {args.connect}: {e.message}\n"
               "Start it with: hairclip serve", file=sys.stderr)

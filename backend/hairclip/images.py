@@ -20,13 +20,19 @@ import numpy as np
 import png
 from PIL import Image, UnidentifiedImageError
 
-from hairclip.errors import HairclipError
+from hairclip_shared.protocol import BadImage
 
 MAX_PIXELS = 200_000_000  # far above any camera, well below what would exhaust memory
 
 
-class BadImage(HairclipError):
-    code = "bad_image"
+def all_finite(a: np.ndarray) -> bool:
+    """No NaN or inf sample. A float64 sum propagates both and cannot overflow for float32 or narrower
+    samples, so it needs no [H,W,C] boolean temporary; wider floats get the exact elementwise test."""
+    if not np.issubdtype(a.dtype, np.floating):
+        return True
+    if a.dtype.itemsize <= 4:
+        return bool(np.isfinite(a.sum(dtype=np.float64)))
+    return bool(np.isfinite(a).all())
 
 
 def check_photo(photo: np.ndarray, what: str = "image") -> np.ndarray:
@@ -42,6 +48,9 @@ def check_photo(photo: np.ndarray, what: str = "image") -> np.ndarray:
         raise BadImage(f"the {what} is {photo.shape[1]}x{photo.shape[0]}, over the {MAX_PIXELS:,} pixel limit")
     if photo.dtype not in (np.uint8, np.uint16) and not np.issubdtype(photo.dtype, np.floating):
         raise BadImage(f"the {what} has samples of type {photo.dtype}; use 8/16-bit integers or floats")
+    if not all_finite(photo):
+        raise BadImage(f"the {what} has NaN or infinite pixel values; HairCLIP needs finite samples "
+                       "(0 to 1 in a float image)")
     return photo
 
 
@@ -110,7 +119,7 @@ def read_photo(path: str | Path) -> tuple[np.ndarray, PhotoInfo]:
             elif im.mode in ("I;16", "I;16B", "I;16L"):
                 a = np.array(im).astype(np.uint16)
             elif im.mode in ("I", "F"):
-                a = np.array(im, dtype=np.float32)
+                a = check_photo(np.array(im, dtype=np.float32), str(path))  # NaN would hide in max()
                 a = a / max(float(a.max()), 1.0)
             else:
                 if im.mode not in ("L", "LA", "RGB", "RGBA"):

@@ -11,6 +11,7 @@ from .protocol import (
     STRENGTH_RANGE,
     Accepted,
     AuthFailed,
+    BadImage,
     BadRequest,
     Busy,
     Cancelled,
@@ -33,8 +34,8 @@ from .protocol import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "DEFAULT_ENDPOINT", "PROTOCOL_VERSION", "STRENGTH_RANGE", "Accepted", "AuthFailed", "BadRequest", "Busy",
-    "Cancelled", "Client", "CurveKeys", "EditRequest", "EditResult", "Face", "HairclipError", "Image", "Job",
+    "DEFAULT_ENDPOINT", "PROTOCOL_VERSION", "STRENGTH_RANGE", "Accepted", "AuthFailed", "BadImage", "BadRequest",
+    "Busy", "Cancelled", "Client", "CurveKeys", "EditRequest", "EditResult", "Face", "HairclipError", "Image", "Job",
     "JobFailed", "Limits", "Progress", "ProtocolError", "Rect", "RerenderRequest", "ServerInfo",
     "ServerNotRunning", "Timeout",
 ]

@@ -450,9 +450,11 @@ class Client:
         if e == zmq.EVENT_DISCONNECTED:
             return AuthFailed(f"The server at {self.endpoint} closed the connection during the handshake: it "
                               "may need CURVE keys (see `hairclip keys`), or it is not a HairCLIP server.")
-        if e == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-            return AuthFailed(f"The server at {self.endpoint} refused this client's CURVE key; add the "
-                              "client's public key to the server's authorized_clients folder.")
+        if e == zmq.EVENT_HANDSHAKE_FAILED_AUTH:  # the server's ZAP handler said no: a live server
+            if self.keys is None:
+                return AuthFailed(f"Authentication failed: the HairCLIP server at {self.endpoint} is running "
+                                  "but refused this client: it needs CURVE keys (see `hairclip keys`).")
+            return AuthFailed(self.keys.refused_message(self.endpoint))
         if self.keys is None:
             return AuthFailed(f"The handshake with {self.endpoint} failed: the server needs CURVE keys "
                               "(see `hairclip keys`).")

@@ -78,6 +78,12 @@ class ProtocolError(HairclipError):
     code = "protocol"
 
 
+class BadImage(BadRequest):
+    """Pixels that cannot be edited (NaN or infinite samples, a bad shape); the message names the layer."""
+
+    code = "bad_image"
+
+
 # Every code the server sends, and the exception a client raises for it. Codes the engine invents
 # (no_face, model_missing, ...) are JobFailed.
 ERROR_CODES: dict[str, type[HairclipError]] = {
@@ -85,7 +91,7 @@ ERROR_CODES: dict[str, type[HairclipError]] = {
     "cancelled": Cancelled, "lease_expired": Cancelled, "shutting_down": Cancelled,
     "bad_header": BadRequest, "bad_request": BadRequest, "unknown_field": BadRequest,
     "unknown_op": BadRequest, "bad_frames": BadRequest, "too_large": BadRequest,
-    "unknown_job": BadRequest, "job_conflict": BadRequest,
+    "unknown_job": BadRequest, "job_conflict": BadRequest, "bad_image": BadImage,
     "unsupported_version": ProtocolError, "protocol": ProtocolError,
     "internal": JobFailed, "job_failed": JobFailed,
 }
@@ -298,6 +304,29 @@ def parse_images(specs: Any, frames: list, limits: Limits, roles: tuple[str, ...
     return out
 
 
+def all_finite(image: Image) -> bool:
+    """Whether an f32 image has no NaN or infinite sample (u8 and u16 always are).
+
+    One float64 sum decides: NaN and +-inf survive it, and f32 values cannot overflow a float64 sum of
+    any frame the limits allow. numpy does it where it is installed (the server); plain Python elsewhere.
+    """
+    if image.depth != "f32":
+        return True
+    try:
+        import numpy as np
+    except ImportError:
+        return math.isfinite(sum(memoryview(image.data).cast("B").cast("f")))
+    return bool(np.isfinite(np.frombuffer(image.data, "<f4").sum(dtype=np.float64)))
+
+
+def check_finite(image: Image, layer: str) -> Image:
+    """Refuse NaN and infinite samples: an edit would carry them back into the user's document."""
+    if not all_finite(image):
+        raise BadImage(f"The {layer} layer has NaN or infinite pixel values; HairCLIP needs finite samples "
+                       "(0 to 1 in a float layer). Fix or convert the layer and try again.")
+    return image
+
+
 def pack_images(images: dict[str, Image]) -> tuple[list[dict], list]:
     return [im.spec(role) for role, im in images.items()], [im.data for im in images.values()]
 
@@ -318,6 +347,8 @@ EDIT_PARAMS = {"hairstyle": str, "colour": str, "rgb": list, "strength": float, 
                "out_depth": str, "aligned": list}
 EDIT_ROLES = ("source", "hairstyle_ref", "colour_ref", "mask")
 ALIGNABLE_ROLES = ("source", "hairstyle_ref", "colour_ref")  # images that may be marked as aligned face crops
+LAYER_NAMES = {"source": "photo", "hairstyle_ref": "hairstyle reference", "colour_ref": "colour reference",
+               "mask": "selection mask"}  # what the user calls each role, for error messages
 
 
 def parse_rgb(value: Any) -> RGB:
@@ -460,6 +491,8 @@ class EditRequest:
         check_fields(params, "params", {}, EDIT_PARAMS)
         if "source" not in images:
             raise BadRequest("An edit needs a 'source' image.")
+        for role, image in images.items():
+            check_finite(image, LAYER_NAMES.get(role, role))
         kw = dict(params)
         if "selection" in kw and "mask" in images:
             raise BadRequest("Give a selection rectangle or a mask image, not both.")

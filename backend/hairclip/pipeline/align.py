@@ -12,6 +12,7 @@ otherwise; PIL's continuous coordinates add 0.5.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -190,7 +191,8 @@ def _pil_may_resize_vertically_first() -> bool:
     return np.array_equal(both, vertical_first)
 
 
-def _shrunk_region(photo: np.ndarray, size: tuple[int, int], box: tuple[int, int, int, int]) -> np.ndarray:
+def _shrunk_region(photo: np.ndarray, size: tuple[int, int], box: tuple[int, int, int, int],
+                   check: Callable[[], None] = lambda: None) -> np.ndarray:
     """``photo.resize(size, LANCZOS).crop(box)``, bit-exact, resizing as little of the photo as it can.
 
     PIL gives a source box the full resize's taps only if the tap centres come out as the same doubles;
@@ -217,6 +219,7 @@ def _shrunk_region(photo: np.ndarray, size: tuple[int, int], box: tuple[int, int
     if _pil_may_resize_vertically_first() and h - size[1] > max(0, 2 * (w - size[0])):
         order = (1, 0)
     for axis in order:
+        check()  # each pass over a big photo is long: a cancellation point
         _, _, s0, s1, count, _, _ = plans[axis]
         if axis == 0:
             img = img.resize((count, img.height), Image.LANCZOS, box=(s0, 0, s1, img.height))
@@ -245,8 +248,8 @@ def _synthesise_pad(img: np.ndarray, pad: np.ndarray, qsize: float) -> np.ndarra
     return np.uint8(np.clip(np.rint(f), 0, 255))
 
 
-def _e4e_source(photo: np.ndarray, quad: np.ndarray, qsize: float,
-                shrink: int) -> tuple[np.ndarray, np.ndarray, bool]:
+def _e4e_source(photo: np.ndarray, quad: np.ndarray, qsize: float, shrink: int,
+                check: Callable[[], None] = lambda: None) -> tuple[np.ndarray, np.ndarray, bool]:
     """e4e's shrink, crop and pad, in e4e's order; returns the source image, the quad in it, padded.
 
     Only the crop is ever resampled or converted to float: the shrink is computed on the crop alone.
@@ -264,7 +267,7 @@ def _e4e_source(photo: np.ndarray, quad: np.ndarray, qsize: float,
         quad = quad - crop[:2]
     else:
         crop = (0, 0) + size
-    img = _shrunk_region(photo, size, crop) if shrink > 1 else photo[crop[1]:crop[3], crop[0]:crop[2]]
+    img = _shrunk_region(photo, size, crop, check) if shrink > 1 else photo[crop[1]:crop[3], crop[0]:crop[2]]
 
     ch, cw = img.shape[:2]
     lo, hi = np.floor(quad.min(axis=0)).astype(int), np.ceil(quad.max(axis=0)).astype(int)
@@ -272,6 +275,7 @@ def _e4e_source(photo: np.ndarray, quad: np.ndarray, qsize: float,
                     max(hi[1] - ch + border, 0)])
     if pad.max() > border - 4:
         pad = np.maximum(pad, int(np.rint(qsize * 0.3)))
+        check()
         return _synthesise_pad(img, pad, qsize), quad + pad[:2], True
     return img, quad, False
 
@@ -313,7 +317,7 @@ def _photo_crop(photo: np.ndarray, t: FaceTransform, size: int) -> np.ndarray:
 
 
 def align_face(photo: np.ndarray, landmarks: np.ndarray, output_size: int = E4E_SIZE,
-               crop1024: bool = True) -> AlignedFace:
+               crop1024: bool = True, check: Callable[[], None] = lambda: None) -> AlignedFace:
     """Align one face the e4e way; also the 1024 crop of the same square, for parsing and debugging.
 
     ``photo`` is [H, W, 3] uint8 RGB (see ``to_rgb8``), ``landmarks`` the 68 dlib points in index
@@ -321,18 +325,22 @@ def align_face(photo: np.ndarray, landmarks: np.ndarray, output_size: int = E4E_
     resolution photo (no shrink; an antialiased reduction only where the square is over 1024 px) with the
     corrected geometry of ``FaceTransform``, so it lies exactly on the 256 frame; off the photo it takes
     e4e's synthetic padding (the 256 route's padded source, same quad) when e4e padded, else black.
+    ``check`` runs between the resampling steps (a cancellation point: each step is long on a big photo).
     """
     photo = np.asarray(photo)
     if photo.dtype != np.uint8 or photo.ndim != 3 or photo.shape[2] != 3:
         raise ValueError("align_face wants [H, W, 3] uint8 RGB; convert with to_rgb8")
     h, w = photo.shape[:2]
     t = FaceTransform.from_landmarks(landmarks, (w, h), output_size)
-    src, quad, padded = _e4e_source(photo, t.quad(), t.qsize, t.shrink)
+    src, quad, padded = _e4e_source(photo, t.quad(), t.qsize, t.shrink, check)
+    check()
     image = _quad_transform(src, quad, output_size)
     big = None
     if crop1024:
+        check()
         big = _photo_crop(photo, t, SYNTH_SIZE)
-        if padded:  # off the photo: the 256 image's padded source and quad, so the fill is what e4e saw
+        if padded:
+            check()  # off the photo: the 256 image's padded source and quad, so the fill is what e4e saw
             on_photo = t.inside(SYNTH_SIZE)
             big = np.where(on_photo[..., None], big, _quad_transform(src, quad, SYNTH_SIZE))
     return AlignedFace(image, big, t, padded)

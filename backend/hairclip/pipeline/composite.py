@@ -8,7 +8,7 @@ photo back byte for byte outside the edit.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -23,6 +23,20 @@ DILATE_1024 = 12
 FEATHER_1024 = 24
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in photo pixels, end exclusive
+Check = Callable[[], None]  # a cancellation point: raises to stop the job
+# Work on a big photo goes in row bands of about this many pixels, with a cancellation point after each,
+# so a cancel never waits for a whole 4096 px face (~0.05 s a band on one CPU core; pixelwise, so the
+# bands give the same bytes as one pass).
+TILE_PIXELS = 1 << 18
+
+
+def _nothing() -> None:
+    pass
+
+
+def _bands(y0: int, y1: int, width: int) -> list[tuple[int, int]]:
+    rows = max(1, TILE_PIXELS // max(width, 1))
+    return [(y, min(y + rows, y1)) for y in range(y0, y1, rows)]
 
 
 def face_box(transform: FaceTransform, photo_hw: tuple[int, int]) -> Box:
@@ -35,7 +49,8 @@ def face_box(transform: FaceTransform, photo_hw: tuple[int, int]) -> Box:
 
 
 def warp_to_photo(img: torch.Tensor, transform: FaceTransform, photo_hw: tuple[int, int],
-                  padding_mode: str = "border", antialias: bool = True) -> tuple[torch.Tensor, Box]:
+                  padding_mode: str = "border", antialias: bool = True, check: Check = _nothing,
+                  ) -> tuple[torch.Tensor, Box]:
     """[C, S, S] aligned image -> ([C, h, w] on the photo's ``face_box``, the box).
 
     Sampling is bilinear at the exact inverse map. Where the square is smaller on the photo than S the
@@ -64,33 +79,47 @@ def warp_to_photo(img: torch.Tensor, transform: FaceTransform, photo_hw: tuple[i
     dtype = torch.float32 if img.device.type == "mps" else torch.float64  # MPS has no float64
     coef = torch.as_tensor(norm, dtype=dtype, device=img.device)
     xs = torch.arange(x0, x1, dtype=dtype, device=img.device)[None, :]
-    ys = torch.arange(y0, y1, dtype=dtype, device=img.device)[:, None]
-    grid = torch.stack([coef[i, 0] * xs + coef[i, 1] * ys + coef[i, 2] for i in range(2)], dim=-1)
-    out = F.grid_sample(src, grid[None].float(), mode="bilinear", padding_mode=padding_mode,
-                        align_corners=False)
-    return out[0], box
+    out = src.new_empty((c, y1 - y0, x1 - x0))
+    for b0, b1 in _bands(y0, y1, x1 - x0):
+        check()
+        ys = torch.arange(b0, b1, dtype=dtype, device=img.device)[:, None]
+        grid = torch.stack([coef[i, 0] * xs + coef[i, 1] * ys + coef[i, 2] for i in range(2)], dim=-1)
+        out[:, b0 - y0:b1 - y0] = F.grid_sample(src, grid[None].float(), mode="bilinear",
+                                                padding_mode=padding_mode, align_corners=False)[0]
+    return out, box
 
 
 def edit_mask(hair_before: torch.Tensor, hair_after: torch.Tensor, dilate_px: int = DILATE_1024,
-              feather_px: int = FEATHER_1024) -> torch.Tensor:
+              feather_px: int = FEATHER_1024, check: Check = _nothing) -> torch.Tensor:
     """Where the edit shows, [S, S] float32 in [0, 1]: old hair | new hair, grown, with a soft edge.
 
     Old hair must go too (a shorter style uncovers background), hence the union. The growth is a square
-    (separable max filter); the edge is two box blurs of radius ``feather_px // 4``, a tent of total width
-    about ``feather_px`` that starts ``dilate_px`` out, so the union itself keeps exactly 1.
+    (a separable max filter, done with running sums); the edge is two box blurs of radius ``feather_px // 4``,
+    a tent of total width about ``feather_px`` that starts ``dilate_px`` out, so the union itself keeps exactly 1.
     """
     m = (hair_before.bool() | hair_after.bool()).float()[None, None]
     r = feather_px // 4
     grow = dilate_px + 2 * r
     if grow > 0:
-        k = 2 * grow + 1
-        m = F.max_pool2d(m, (1, k), stride=1, padding=(0, grow))
-        m = F.max_pool2d(m, (k, 1), stride=1, padding=(grow, 0))
+        m = _grow_binary(m, grow, -1)
+        check()
+        m = _grow_binary(m, grow, -2)
     for _ in range(2 if r > 0 else 0):
+        check()
         # Replicate at the frame edge: hair cut by the square must stay opaque up to its border.
         m = F.avg_pool2d(F.pad(m, (r, r, 0, 0), mode="replicate"), (1, 2 * r + 1), stride=1)
         m = F.avg_pool2d(F.pad(m, (0, 0, r, r), mode="replicate"), (2 * r + 1, 1), stride=1)
     return m[0, 0].clamp_(0.0, 1.0)
+
+
+def _grow_binary(m: torch.Tensor, grow: int, dim: int) -> torch.Tensor:
+    """A 0/1 mask grown by ``grow`` px along ``dim``: the same as a max filter of width 2*grow+1, from running
+    sums (exact for 0/1 counts) in O(1) per pixel instead of O(width): 10x faster at 1024 px."""
+    pad = (grow + 1, grow, 0, 0) if dim == -1 else (0, 0, grow + 1, grow)
+    sums = F.pad(m, pad).cumsum(dim)
+    n = m.shape[dim]
+    window = sums.narrow(dim, 2 * grow + 1, n) - sums.narrow(dim, 0, n)
+    return (window > 0.5).to(m.dtype)
 
 
 def restrict_to_photo(mask: torch.Tensor, transform: FaceTransform) -> torch.Tensor:
@@ -106,11 +135,11 @@ def restrict_to_photo(mask: torch.Tensor, transform: FaceTransform) -> torch.Ten
 
 
 def warp_face(edited: torch.Tensor, mask: torch.Tensor, transform: FaceTransform,
-              photo_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, Box]:
+              photo_hw: tuple[int, int], check: Check = _nothing) -> tuple[torch.Tensor, torch.Tensor, Box]:
     """Edited [3, S, S] in [0, 1] and its edit mask [S, S] -> (rgb [3, h, w], alpha [h, w], box) on the photo."""
-    rgb, box = warp_to_photo(edited, transform, photo_hw, padding_mode="border")
+    rgb, box = warp_to_photo(edited, transform, photo_hw, padding_mode="border", check=check)
     alpha, _ = warp_to_photo(restrict_to_photo(mask, transform)[None], transform, photo_hw,
-                             padding_mode="zeros")
+                             padding_mode="zeros", check=check)
     return rgb.clamp(0.0, 1.0), alpha[0].clamp(0.0, 1.0), box
 
 
@@ -130,12 +159,14 @@ def _quantise(v: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 
 def compose_layer(photo: np.ndarray, faces: Sequence[tuple[torch.Tensor | np.ndarray,
-                                                           torch.Tensor | np.ndarray, Box]]) -> np.ndarray:
+                                                           torch.Tensor | np.ndarray, Box]],
+                  check: Check = _nothing) -> np.ndarray:
     """The edit as an [H, W, 4] layer in the photo's dtype (uint8, uint16 or float in [0, 1]).
 
     ``faces`` holds (rgb [3, h, w] in [0, 1], alpha [h, w], box) from ``warp_face``. Alpha is the largest
     face alpha; where faces overlap the colour is their alpha-weighted mean, so there is no seam where
     one mask overtakes the other. Wherever the quantised alpha is 0 the colour is the photo's own.
+    ``check`` runs per face and per row band: a cancellation point.
     """
     photo = np.asarray(photo)
     if photo.ndim != 3 or photo.shape[2] not in (3, 4):
@@ -143,30 +174,41 @@ def compose_layer(photo: np.ndarray, faces: Sequence[tuple[torch.Tensor | np.nda
     if photo.dtype not in (np.uint8, np.uint16) and not np.issubdtype(photo.dtype, np.floating):
         raise ValueError(f"unsupported photo dtype {photo.dtype}")
     h, w = photo.shape[:2]
-    layer = np.zeros((h, w, 4), photo.dtype)
-    layer[..., :3] = photo[..., :3]
+    layer = np.empty((h, w, 4), photo.dtype)
+    for b0, b1 in _bands(0, h, w):
+        check()
+        layer[b0:b1, :, :3] = photo[b0:b1, :, :3]
+        layer[b0:b1, :, 3] = 0
     faces = [(_as_numpy(rgb).transpose(1, 2, 0), _as_numpy(alpha).reshape(rgb.shape[-2:]), box)
              for rgb, alpha, box in faces]
     for _, _, (x0, y0, x1, y1) in faces:
+        check()
         if x1 <= x0 or y1 <= y0:
             continue
-        # Each face's box is settled with every face that overlaps it; shared pixels come out the same.
-        top = np.zeros((y1 - y0, x1 - x0), np.float32)
-        weight = np.zeros_like(top)
-        colour = np.zeros((y1 - y0, x1 - x0, 3), np.float32)
-        for rgb, alpha, (u0, v0, u1, v1) in faces:
-            ix0, iy0, ix1, iy1 = max(x0, u0), max(y0, v0), min(x1, u1), min(y1, v1)
-            if ix1 <= ix0 or iy1 <= iy0:
-                continue
-            here = np.s_[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0]
-            a = np.clip(alpha[iy0 - v0:iy1 - v0, ix0 - u0:ix1 - u0], 0.0, 1.0)
-            np.maximum(top[here], a, out=top[here])
-            weight[here] += a
-            colour[here] += a[..., None] * rgb[iy0 - v0:iy1 - v0, ix0 - u0:ix1 - u0]
-        a_q = _quantise(top, photo.dtype)
-        c_q = _quantise(colour / np.maximum(weight, 1e-12)[..., None], photo.dtype)
-        keep = a_q == 0
-        c_q[keep] = photo[y0:y1, x0:x1, :3][keep]
-        layer[y0:y1, x0:x1, :3] = c_q
-        layer[y0:y1, x0:x1, 3] = a_q
+        for b0, b1 in _bands(y0, y1, x1 - x0):
+            check()
+            _compose_band(layer, photo, faces, (x0, b0, x1, b1))
     return layer
+
+
+def _compose_band(layer: np.ndarray, photo: np.ndarray, faces: list, band: Box) -> None:
+    """One band of one face's box, settled with every face that overlaps it; shared pixels come out the same."""
+    x0, y0, x1, y1 = band
+    top = np.zeros((y1 - y0, x1 - x0), np.float32)
+    weight = np.zeros_like(top)
+    colour = np.zeros((y1 - y0, x1 - x0, 3), np.float32)
+    for rgb, alpha, (u0, v0, u1, v1) in faces:
+        ix0, iy0, ix1, iy1 = max(x0, u0), max(y0, v0), min(x1, u1), min(y1, v1)
+        if ix1 <= ix0 or iy1 <= iy0:
+            continue
+        here = np.s_[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0]
+        a = np.clip(alpha[iy0 - v0:iy1 - v0, ix0 - u0:ix1 - u0], 0.0, 1.0)
+        np.maximum(top[here], a, out=top[here])
+        weight[here] += a
+        colour[here] += a[..., None] * rgb[iy0 - v0:iy1 - v0, ix0 - u0:ix1 - u0]
+    a_q = _quantise(top, photo.dtype)
+    c_q = _quantise(colour / np.maximum(weight, 1e-12)[..., None], photo.dtype)
+    keep = a_q == 0
+    c_q[keep] = photo[y0:y1, x0:x1, :3][keep]
+    layer[y0:y1, x0:x1, :3] = c_q
+    layer[y0:y1, x0:x1, 3] = a_q

@@ -138,18 +138,24 @@ class HairEditor:
             style_emb, color_emb = self.conditions.embeddings(conditions)
         states = []
         for n, i in enumerate(indices):
-            progress("invert", n / len(indices))
+            def check(n: int = n) -> None:  # a cancellation point inside this face's work
+                progress("invert", n / len(indices))
+
+            check()
             with _timed(timings, "align"):
-                face = aligned[0] if options.aligned else align_face(rgb8, faces[i].landmarks)
+                face = aligned[0] if options.aligned else align_face(rgb8, faces[i].landmarks, check=check)
+            check()
             with _timed(timings, "invert"):
                 w = self.inverter(face.image)
+            check()
             with _timed(timings, "parse"):
                 original = image_tensor(face.image1024, self.device)
                 hair_before = parse.hair(self.models.parser, original)[0]
+            check()
             with _timed(timings, "mapper"):
                 color = color_emb
                 if conditions.rgb is not None:
-                    color = self.conditions.rgb(original, hair_before[None, None], conditions.rgb)
+                    color = self.conditions.rgb(original, hair_before[None, None], conditions.rgb, check)
                 offset = edit_offset(self.models.mapper, w, style_emb, color)
             box = face_box(face.transform, photo.shape[:2])
             source = "aligned" if options.aligned else faces[i].source
@@ -175,18 +181,24 @@ class HairEditor:
             progress("parse", n / len(states))
             with _timed(timings, "parse"):
                 hair_after, recolour = parse.hair_and_weight(self.models.parser, edited)
+
+            def check(n: int = n) -> None:  # cancellation points inside the warp of a big face
+                progress("composite", n / (len(states) + 1))
+
             with _timed(timings, "composite"):
-                mask = edit_mask(st.hair_before, hair_after[0])
+                check()
+                mask = edit_mask(st.hair_before, hair_after[0], check=check)
                 shown = edited
                 if st.rgb is not None:
-                    shown = match_hair_color(edited, recolour[:, None], st.rgb)
-                rgb, alpha, box = warp_face((shown[0] + 1) / 2, mask, st.transform, photo.shape[:2])
+                    shown = match_hair_color(edited, recolour[:, None], st.rgb, check)
+                rgb, alpha, box = warp_face((shown[0] + 1) / 2, mask, st.transform, photo.shape[:2], check)
                 pieces.append((rgb, alpha, box))
             outputs.append(FaceOutput(st, edited[0], mask, inversion))
-        progress("composite", 0.0)
         with _timed(timings, "composite"):
+            progress("composite", len(states) / (len(states) + 1))
             colour = photo if photo.shape[2] >= 3 else np.repeat(photo[..., :1], 3, 2)
-            layer = compose_layer(colour[..., :3], pieces)
+            layer = compose_layer(colour[..., :3], pieces,
+                                  lambda: progress("composite", len(states) / (len(states) + 1)))
         progress("done", 1.0)
         return EditResult(layer, outputs, strength, timings)
 
