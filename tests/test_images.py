@@ -116,3 +116,11 @@ def test_formats_without_metadata_are_written_without_it(tmp_path):
     info = PhotoInfo(b"not written", _exif(1).tobytes())
     save_image(tmp_path / "x.bmp", np.zeros((4, 4, 3), np.uint8), info)
     assert load_image(tmp_path / "x.bmp").shape == (4, 4, 3)
+
+
+def test_a_profile_for_another_colour_model_is_not_attached(tmp_path):
+    grey_icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()  # not an RGB profile
+    assert grey_icc[16:20] != b"RGB "
+    save_image(tmp_path / "x.jpg", np.zeros((4, 4, 3), np.uint8), PhotoInfo(grey_icc))
+    with Image.open(tmp_path / "x.jpg") as im:
+        assert "icc_profile" not in im.info
