@@ -43,6 +43,17 @@ def test_hello_reports_the_engine(server):
         info = client.hello()
     assert info.device == "cpu; precision: fp32 plan (CLIP fp32; generator, e4e, parser fp32)"
     assert "bob cut" in info.hairstyles and "purple" in info.colours
+    assert info.models["detector"] == "centre"  # random tiny networks keep the centred stand-in face
+
+
+def test_serve_detector_option_reaches_hello_without_loading_it():
+    import argparse
+
+    from hairclip.engine import make_engine
+
+    args = argparse.Namespace(random_tiny=True, device="cpu", detector="dlib", preload=False)
+    engine = make_engine(args)
+    assert engine.info().models["detector"] == "dlib" and not engine.models.detector.loaded
 
 
 def test_edit_streams_progress_then_a_bgra_layer(server, photo):
@@ -58,7 +69,7 @@ def test_edit_streams_progress_then_a_bgra_layer(server, photo):
     layer = from_wire(result.layer)  # back in RGBA order
     outside = layer[..., 3] == 0
     assert np.array_equal(layer[..., :3][outside], photo[outside])
-    assert result.faces_edited == 1
+    assert result.faces_edited == 1 and result.meta["detectors"] == ["centre"]
 
 
 def test_strength_rerender_skips_inversion_and_encoding(server, engine, photo):

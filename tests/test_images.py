@@ -157,3 +157,11 @@ def test_float_tiff_with_nan_or_inf_is_refused_by_load_and_by_the_cli(tmp_path, 
     assert not (tmp_path / "out.png").exists()
     with pytest.raises(BadImage, match="the photo has NaN"):
         check_photo(np.full((4, 4, 3), bad, np.float32), "photo")
+
+
+def test_a_profile_for_another_colour_model_is_not_attached(tmp_path):
+    grey_icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()  # not an RGB profile
+    assert grey_icc[16:20] != b"RGB "
+    save_image(tmp_path / "x.jpg", np.zeros((4, 4, 3), np.uint8), PhotoInfo(grey_icc))
+    with Image.open(tmp_path / "x.jpg") as im:
+        assert "icc_profile" not in im.info

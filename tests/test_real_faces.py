@@ -200,3 +200,20 @@ def test_edit_command_keeps_orientation_icc_and_exif(astronaut, tmp_path, capsys
         assert im.info["icc_profile"] == icc
     x0, y0, x1, y1 = FACE_BOX  # in upright coordinates: the face, not where it sits in the stored pixels
     assert alpha[y0:y1, x0:x1].any() and not alpha[400:, 300:].any()
+
+
+def test_an_aligned_edit_never_builds_the_detector(tiny_dlib_editor):
+    from hairclip.pipeline.conditions import Conditions
+    from hairclip.pipeline.editor import EditOptions
+
+    def missing():
+        raise AssertionError("an aligned edit asked for the face detector")
+
+    lazy, kept = LazyDetector(missing, "dlib"), tiny_dlib_editor.models.detector
+    tiny_dlib_editor.models.detector = lazy
+    try:
+        crop = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+        result = tiny_dlib_editor.edit(crop, Conditions(hairstyle="afro"), EditOptions(aligned=True))
+    finally:
+        tiny_dlib_editor.models.detector = kept
+    assert not lazy.loaded and [f.state.source for f in result.faces] == ["aligned"]

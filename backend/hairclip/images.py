@@ -159,7 +159,8 @@ def save_image(path: str | Path, image: np.ndarray, info: PhotoInfo | None = Non
     """Write in the format of the extension. PNG keeps 16 bits; other formats get 8 bits, and JPEG no alpha.
 
     ``info``'s ICC profile and EXIF data go into JPEG, PNG, TIFF and WebP files (other formats have no place
-    for them)."""
+    for them). A profile for another colour model than the output's (a grey or CMYK source written as RGB) is
+    left out, as is EXIF over JPEG's 64 KB segment."""
     path = Path(path)
     info = info or PhotoInfo()
     image = check_photo(image)
@@ -171,6 +172,7 @@ def save_image(path: str | Path, image: np.ndarray, info: PhotoInfo | None = Non
     if ext == ".png" and image.dtype == np.uint16:
         h, w, c = image.shape
         writer = png.Writer(w, h, greyscale=c < 3, alpha=c in (2, 4), bitdepth=16)
+        info = PhotoInfo(_fitting_icc(info.icc_profile, "L" if c < 3 else "RGB"), info.exif)
         _atomic(path, lambda tmp: _write_png(writer, tmp, image.reshape(h, w * c), info))
         return
     if image.dtype == np.uint16:
@@ -184,8 +186,16 @@ def save_image(path: str | Path, image: np.ndarray, info: PhotoInfo | None = Non
         raise BadImage(f"{path}: unknown image format {ext!r}; use .png, .jpg, .tif or .webp")
     keep = {}
     if fmt in _KEEPS_INFO:
-        keep = {k: v for k, v in (("icc_profile", info.icc_profile), ("exif", info.exif)) if v}
+        keep = {k: v for k, v in (("icc_profile", _fitting_icc(info.icc_profile, mode)), ("exif", info.exif)) if v}
+        if fmt == "JPEG" and len(keep.get("exif", b"")) > 65533:
+            del keep["exif"]
     _atomic(path, lambda tmp: pil.save(tmp, format=fmt, **keep))
+
+
+def _fitting_icc(icc: bytes | None, mode: str) -> bytes | None:
+    """``icc`` if its colour space (header bytes 16-19) is the output mode's, else None."""
+    want = b"GRAY" if mode in ("L", "LA") else b"RGB "
+    return icc if icc and icc[16:20] == want else None
 
 
 def _write_png(writer: png.Writer, tmp: str, rows: np.ndarray, info: PhotoInfo) -> None:

@@ -51,8 +51,9 @@ MOUTH_LEFT, MOUTH_RIGHT = 48, 54
 MIN_QUAD_SIDE = 128.0
 
 # Boxes are searched in the photo shrunk to this longer side (landmarks are then found at full resolution), the
-# same on every device. dlib's HOG, one upsample, takes about 1.5 s at 1024 px on one core and grows with the
-# pixel count (12 s at 3000 px); at 1024 it still finds faces down to about 40 px there, i.e. 160 px in a
+# same on every device. dlib's HOG, one upsample, grows with the pixel count: bench/bench_detect.py measured
+# 3.3 s at 1024 px against 30 s at 3072 px for the official full-size search, on a heavily loaded 2-core machine;
+# at 1024 px it still finds faces down to about 40 px (its 80 px window, upsampled once), i.e. 160 px in a
 # 4000 px photo. Photos no larger are searched as they are, exactly as the official code does.
 DETECT_SIDE = 1024
 
