@@ -28,7 +28,15 @@ from hairclip.pipeline.align import (
     to_rgb8,
 )
 from hairclip.pipeline.cache import LRUCache, content_key
-from hairclip.pipeline.composite import compose_layer, edit_mask, face_box, warp_face
+from hairclip.pipeline.composite import (
+    FaceWarp,
+    compose_layer,
+    compose_one,
+    edit_mask_warm,
+    face_box,
+    prepare_warp,
+    warp_face_warm,
+)
 from hairclip.pipeline.conditions import ConditionEncoder, Conditions, image_tensor, match_hair_color
 from hairclip.pipeline.edit import apply_offset, edit_offset
 from hairclip.pipeline.faces import Mode, NoFaceFound, Rect, select_faces
@@ -57,6 +65,18 @@ class FaceState:
     aligned: AlignedFace
     rgb: tuple[int, int, int] | None
     source: str = ""  # the detector that found the face ("dlib", "fan", ...); "aligned" for an aligned crop
+    warp: FaceWarp | None = None  # the warp grid and the original's grown hair, from the photo cache
+
+
+@dataclass
+class PhotoFace:
+    """Everything about one face that depends only on the photo: a warm edit (new text, reference or
+    strength) reuses it and runs no alignment, inversion, parse of the original, or grid set-up."""
+
+    aligned: AlignedFace
+    w: torch.Tensor
+    hair_before: torch.Tensor
+    warp: FaceWarp
 
 
 @dataclass
@@ -94,10 +114,12 @@ class HairEditor:
         self.inverter = Inverter(models.encoder, models.latent_avg)
         self.conditions = ConditionEncoder(models.mapper, models.parser, self._reference_crop)
         self.face_cache: LRUCache[list] = LRUCache(16)  # another text on the same photo detects nothing again
+        self.photo_cache: LRUCache[PhotoFace] = LRUCache(4)  # ~30 MB a 2048 px face, mostly the warp grid
 
-    def detect(self, rgb8: np.ndarray) -> list:
+    def detect(self, rgb8: np.ndarray, key: str | None = None) -> list:
         detector = self.models.detector
-        return self.face_cache.get_or_compute((detector, content_key(rgb8)), lambda: detector.detect(rgb8))
+        key = key or content_key(rgb8)
+        return self.face_cache.get_or_compute((detector, key), lambda: detector.detect(rgb8))
 
     @property
     def device(self) -> torch.device:
@@ -125,11 +147,12 @@ class HairEditor:
         with _timed(timings, "faces"):
             progress("faces", 0.0)
             rgb8 = to_rgb8(photo)
+            key = content_key(photo)  # the photo itself: its depth and alpha shape the layer's warp too
             if options.aligned:
                 aligned = [aligned_input(rgb8)]
                 indices = [0]
             else:
-                faces = self.detect(rgb8)
+                faces = self.detect(rgb8, key)
                 if not faces:
                     raise NoFaceFound("no face was found in the photo")
                 indices = select_faces(faces, options.faces, options.selection)
@@ -142,15 +165,13 @@ class HairEditor:
                 progress("invert", n / len(indices))
 
             check()
-            with _timed(timings, "align"):
-                face = aligned[0] if options.aligned else align_face(rgb8, faces[i].landmarks, check=check)
-            check()
-            with _timed(timings, "invert"):
-                w = self.inverter(face.image)
-            check()
-            with _timed(timings, "parse"):
-                original = image_tensor(face.image1024, self.device)
-                hair_before = parse.hair(self.models.parser, original)[0]
+            landmarks = b"" if options.aligned else np.asarray(faces[i].landmarks, np.float64).tobytes()
+            cached = self.photo_cache.get_or_compute(
+                (key, options.aligned, i, landmarks),
+                lambda found=aligned[0] if options.aligned else faces[i], check=check: self._photo_face(
+                    photo.shape[:2], rgb8, found, options.aligned, timings, check))
+            face, w, hair_before = cached.aligned, cached.w, cached.hair_before
+            original = image_tensor(face.image1024, self.device)
             check()
             with _timed(timings, "mapper"):
                 color = color_emb
@@ -160,8 +181,25 @@ class HairEditor:
             box = face_box(face.transform, photo.shape[:2])
             source = "aligned" if options.aligned else faces[i].source
             log.info("face %d: square %s on the photo, found by %s", i, box, source or "an unnamed detector")
-            states.append(FaceState(i, face.transform, box, w, offset, hair_before, face, conditions.rgb, source))
+            states.append(FaceState(i, face.transform, box, w, offset, hair_before, face, conditions.rgb, source,
+                                    cached.warp))
         return self._render(photo, states, options.strength, options.return_aligned, timings, progress)
+
+    def _photo_face(self, photo_hw: tuple[int, int], rgb8: np.ndarray, found, is_aligned: bool,
+                    timings: dict[str, float], check: Callable[[], None]) -> PhotoFace:
+        """The photo-only work for one face (a cold edit): align, invert, parse the original, set up the warp."""
+        with _timed(timings, "align"):
+            face = found if is_aligned else align_face(rgb8, found.landmarks, check=check)
+        check()
+        with _timed(timings, "invert"):
+            w = self.inverter(face.image)
+        check()
+        with _timed(timings, "parse"):
+            hair_before = parse.hair(self.models.parser, image_tensor(face.image1024, self.device))[0]
+        check()
+        with _timed(timings, "composite"):
+            warp = prepare_warp(face.transform, photo_hw, hair_before, check=check)
+        return PhotoFace(face, w, hair_before, warp)
 
     def rerender(self, photo: np.ndarray, previous: EditResult, strength: float,
                  progress: Progress = _no_progress) -> EditResult:
@@ -187,18 +225,22 @@ class HairEditor:
 
             with _timed(timings, "composite"):
                 check()
-                mask = edit_mask(st.hair_before, hair_after[0], check=check)
+                warp = st.warp or prepare_warp(st.transform, photo.shape[:2], st.hair_before, check=check)
+                mask = edit_mask_warm(warp, hair_after[0], check=check)
                 shown = edited
                 if st.rgb is not None:
                     shown = match_hair_color(edited, recolour[:, None], st.rgb, check)
-                rgb, alpha, box = warp_face((shown[0] + 1) / 2, mask, st.transform, photo.shape[:2], check)
-                pieces.append((rgb, alpha, box))
+                rgba, box = warp_face_warm((shown[0] + 1) / 2, mask, warp, check)
+                pieces.append((rgba, box))
             outputs.append(FaceOutput(st, edited[0], mask, inversion))
         with _timed(timings, "composite"):
             progress("composite", len(states) / (len(states) + 1))
             colour = photo if photo.shape[2] >= 3 else np.repeat(photo[..., :1], 3, 2)
-            layer = compose_layer(colour[..., :3], pieces,
-                                  lambda: progress("composite", len(states) / (len(states) + 1)))
+            done = lambda: progress("composite", len(states) / (len(states) + 1))  # noqa: E731
+            if len(pieces) == 1:
+                layer = compose_one(colour[..., :3], *pieces[0], done)
+            else:
+                layer = compose_layer(colour[..., :3], [(p[:3], p[3], box) for p, box in pieces], done)
         progress("done", 1.0)
         return EditResult(layer, outputs, strength, timings)
 
