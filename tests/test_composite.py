@@ -164,3 +164,16 @@ def test_overlapping_faces_take_the_larger_alpha():
         assert layer[50, 50, 3] == np.rint(np.float32(0.8) * 255.0)
         np.testing.assert_allclose(layer[50, 50, :3], np.rint(np.array([0.3, 0, 0.8]) / 1.1 * 255), atol=1)
         np.testing.assert_array_equal(layer[20, 20, :3], [255, 0, 0])
+
+
+def test_preview_frame_lays_the_face_where_the_square_sits_on_the_reduced_photo():
+    from hairclip.pipeline.composite import preview_frame
+
+    photo = torch.zeros(3, H // 2, W // 2)  # the photo at half size
+    red = torch.zeros(3, 64, 64)
+    red[0] = 1.0
+    out = preview_frame(photo, [(red, torch.ones(64, 64, dtype=torch.bool), INSIDE)], 0.5)
+    assert out.shape == (H // 2, W // 2, 3)
+    cx, cy = (round((v + 0.5) * 0.5 - 0.5) for v in INSIDE.c)
+    assert tuple(out[cy, cx]) == (255, 0, 0)  # the square's centre is the face's
+    assert tuple(out[2, 2]) == (0, 0, 0) and tuple(out[-3, -3]) == (0, 0, 0)  # far outside: the photo

@@ -265,3 +265,21 @@ def test_warm_new_text_edit_runs_no_inversion_nor_original_parse_and_matches_a_c
     assert calls == {"invert": 2, "parse": 2}
     assert np.array_equal(from_wire(warm.layer), from_wire(cold.layer))
     assert (from_wire(warm.layer)[..., 3] > 0).any()
+
+
+def test_a_new_edit_streams_a_256_px_first_picture_before_the_final_layer(server, photo):
+    big = np.tile(photo, (2, 3, 1))  # 600 x 780: the first picture is reduced to 512 px on the long side
+    with Client(server.endpoint) as client:
+        events = list(client.submit(EditRequest(source=to_wire(big), hairstyle="bob cut")).events(timeout=120))
+        quiet = list(client.submit(EditRequest(source=to_wire(big), hairstyle="bob cut",
+                                               preview=False)).events(timeout=120))
+    firsts = [n for n, e in enumerate(events) if isinstance(e, Progress) and e.stage == "first_picture"
+              and e.preview is not None]
+    final = [n for n, e in enumerate(events) if isinstance(e, EditResult)]
+    assert firsts and final == [len(events) - 1] and firsts[0] < final[0]
+    picture = from_wire(events[firsts[0]].preview)
+    assert picture.shape == (394, 512, 3) and picture.dtype == np.uint8
+    stages = [e.stage for e in events[firsts[0] + 1:] if isinstance(e, Progress)]
+    assert "synthesize" in stages  # the full-size render comes after the first picture, in the same job
+    assert not any(isinstance(e, Progress) and e.preview is not None for e in quiet)
+    assert np.array_equal(from_wire(quiet[-1].layer), from_wire(events[-1].layer))  # same final layer

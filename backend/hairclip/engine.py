@@ -54,7 +54,11 @@ class PipelineEngine:
             selection = from_wire(selection) > 0
         options = EditOptions(strength=request.strength, faces=request.faces, selection=selection,
                               aligned="source" in request.aligned, return_aligned=request.return_aligned)
-        result = self.editor.edit(photo, conditions, options, progress=ctx.progress)
+        def first_picture(image: np.ndarray) -> None:  # streamed as a progress preview before the final layer
+            ctx.progress("first_picture", 1.0, preview=to_wire(image))
+
+        result = self.editor.edit(photo, conditions, options, progress=ctx.progress,
+                                  first_picture=first_picture if request.preview else None)
         self._remember(ctx.job_id, photo, result, request.out_channels, request.out_depth)
         return self._wire(result, request.out_channels, request.out_depth, request.return_aligned)
 

@@ -341,3 +341,25 @@ def _quantise_t(v: torch.Tensor, dtype: np.dtype) -> torch.Tensor:
     if dtype == np.uint16:
         return v.mul_(65535.0).round_().to(torch.int32).permute(2, 0, 1)  # torch has no uint16 math
     return v.to(getattr(torch, np.dtype(dtype).name)).permute(2, 0, 1)
+
+
+def preview_frame(photo_small: torch.Tensor, faces: Sequence[tuple[torch.Tensor, torch.Tensor, FaceTransform]],
+                  scale: float, check: Check = _nothing) -> np.ndarray:
+    """A first picture: the edit laid over a reduced photo ([3, h, w] in [0, 1]), uint8 [h, w, 3].
+
+    ``faces`` holds (edited [3, s, s] in [0, 1], hair mask [s, s] of the original and edited union, the
+    face's transform on the full photo); ``scale`` is the reduced photo's size over the full one's.
+    """
+    out = photo_small.clone()
+    hw = tuple(out.shape[-2:])
+    for edited, hair, t in faces:
+        s = edited.shape[-1]
+        small = FaceTransform(((t.c[0] + 0.5) * scale - 0.5, (t.c[1] + 0.5) * scale - 0.5),
+                              (t.x[0] * scale, t.x[1] * scale), (t.y[0] * scale, t.y[1] * scale), hw[::-1])
+        warp = prepare_warp(small, hw, torch.zeros_like(hair), DILATE_1024 * s // 1024,
+                            FEATHER_1024 * s // 1024, check)
+        mask = edit_mask(hair, hair, DILATE_1024 * s // 1024, FEATHER_1024 * s // 1024, check)
+        rgba, (x0, y0, x1, y1) = warp_face_warm(edited, mask, warp, check)
+        a = rgba[3:]
+        out[:, y0:y1, x0:x1] = out[:, y0:y1, x0:x1] * (1 - a) + rgba[:3] * a
+    return out.clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()

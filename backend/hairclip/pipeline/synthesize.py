@@ -9,10 +9,12 @@ from hairclip.nets.stylegan2 import Generator
 
 
 @torch.inference_mode()
-def synthesize(decoder: Generator, w_plus: torch.Tensor) -> torch.Tensor:
-    """W+ ``[B, n_latent, 512]`` -> images ``[B,3,S,S]`` in about [-1, 1] (float32)."""
+def synthesize(decoder: Generator, w_plus: torch.Tensor, stop_at: int | None = None) -> torch.Tensor:
+    """W+ ``[B, n_latent, 512]`` -> images ``[B,3,S,S]`` in about [-1, 1] (float32); ``stop_at``: the
+    generator's skip image at that resolution (a first picture at 256 px costs about a third of 1024)."""
     dtype = next(decoder.parameters()).dtype
-    image, _ = decoder([w_plus.to(dtype)], input_is_latent=True, randomize_noise=False, truncation=1.0)
+    image, _ = decoder([w_plus.to(dtype)], input_is_latent=True, randomize_noise=False, truncation=1.0,
+                       stop_at=stop_at)
     return image.float()
 
 
