@@ -283,3 +283,13 @@ def test_a_new_edit_streams_a_256_px_first_picture_before_the_final_layer(server
     assert "synthesize" in stages  # the full-size render comes after the first picture, in the same job
     assert not any(isinstance(e, Progress) and e.preview is not None for e in quiet)
     assert np.array_equal(from_wire(quiet[-1].layer), from_wire(events[-1].layer))  # same final layer
+
+
+def test_bench_interactive_tiny_reports_every_figure_with_its_ratio_to_the_plain_path(capsys):
+    from hairclip.bench import run_interactive
+
+    med = run_interactive("cpu", 1, 256, tiny=True)
+    out = capsys.readouterr().out
+    assert set(med) == {"first", "final", "rerender", "warm_first", "warm_final", "plain"}
+    assert all(v > 0 for v in med.values()) and med["first"] < med["final"] and med["warm_first"] < med["warm_final"]
+    assert "through a loopback server" in out and out.count("x plain") == 6

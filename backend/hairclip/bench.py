@@ -288,6 +288,68 @@ def run_pipeline(device_name: str, repeat: int, size: int, precision: str = "aut
     return 0
 
 
+def run_interactive(device_name: str, repeat: int, size: int, precision: str = "auto", tiny: bool = False) -> dict:
+    """What the user feels, through a real server on loopback: medians of a new edit's first picture and final
+    layer, the exact strength re-render, and a warm edit with new text (photo cached). The plain reference,
+    in the same run, is the same new-text edit without the per-photo cache and without a first picture."""
+    import torch
+
+    from hairclip.device import pick_device
+    from hairclip.engine import PipelineEngine
+    from hairclip.images import to_wire
+    from hairclip.nets.mapper import HAIRSTYLES
+    from hairclip.server import Server
+    from hairclip_shared.client import Client
+    from hairclip_shared.protocol import EditRequest, EditResult, Progress
+
+    device = pick_device(device_name)
+    torch.manual_seed(0)
+    engine = PipelineEngine(_build_models(device, precision, tiny))
+    editor = engine.editor
+    wire = to_wire(_photo(size))
+    texts = iter(HAIRSTYLES * 4)  # a text never seen before on every run: its CLIP encode is part of the work
+
+    def timed(client, request):
+        t0, first = time.perf_counter(), None
+        for event in client.submit(request).events(timeout=600):
+            if isinstance(event, Progress) and event.stage == "first_picture" and event.preview is not None:
+                first = time.perf_counter() - t0
+            if isinstance(event, EditResult):
+                return first, time.perf_counter() - t0, event
+        raise RuntimeError("the job ended without a result")
+
+    def forget_photo() -> None:
+        editor.photo_cache.clear()
+        editor.inverter.cache.clear()
+        editor.face_cache.clear()
+
+    rows: dict[str, list[float]] = {k: [] for k in ("first", "final", "rerender", "warm_first", "warm_final", "plain")}
+    with Server(engine, "tcp://127.0.0.1:0") as srv, Client(srv.endpoint, timeout=60) as client:
+        timed(client, EditRequest(source=wire, hairstyle=next(texts)))  # warm-up: allocations, first calls
+        for n in range(repeat):
+            forget_photo()
+            first, final, result = timed(client, EditRequest(source=wire, hairstyle=next(texts)))
+            rows["first"].append(first)
+            rows["final"].append(final)
+            t0 = time.perf_counter()
+            client.rerender(result.job, 0.5 + 0.1 * n).result(timeout=600)
+            rows["rerender"].append(time.perf_counter() - t0)
+            first, final, _ = timed(client, EditRequest(source=wire, hairstyle=next(texts)))
+            rows["warm_first"].append(first)
+            rows["warm_final"].append(final)
+            editor.photo_cache.clear()  # the plain path: W+ still cached (as before), the rest recomputed
+            rows["plain"].append(timed(client, EditRequest(source=wire, hairstyle=next(texts), preview=False))[1])
+    med = {k: statistics.median(v) for k, v in rows.items()}
+    plain = med["plain"]
+    print(f"{size}x{size} photo, one face, {'tiny random' if tiny else 'full-size random'} networks, {device}, "
+          f"threads={torch.get_num_threads()}, through a loopback server, median of {repeat}")
+    for key, what in (("first", "new edit, first picture (256 px)"), ("final", "new edit, final layer"),
+                      ("rerender", "exact strength re-render"), ("warm_first", "warm new text, first picture"),
+                      ("warm_final", "warm new text, final layer"), ("plain", "plain reference (see above)")):
+        print(f"  {what:<34} {med[key]:8.3f} s   {med[key] / plain:5.2f}x plain")
+    return med
+
+
 def layer_difference(a, b) -> dict[str, float]:
     """Max and mean absolute difference of two uint8 layers, in 8-bit levels."""
     import numpy as np
@@ -378,6 +440,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         device = "cuda" if args.device == "auto" else args.device
         return run_gpu_check(device, args.precision, args.tiny, args.size, args.repeat or 10,
                              3 if args.warmup is None else args.warmup, args.json)
+    if args.what == "interactive":
+        run_interactive(args.device, args.repeat or 5, args.size, args.precision, args.tiny)
+        return 0
     if args.what == "pipeline":
         return run_pipeline(args.device, args.repeat or 5, args.size, args.precision, args.tiny)
     args.repeat, args.warmup = args.repeat or 5, 1 if args.warmup is None else args.warmup
@@ -398,13 +463,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("bench", help="benchmark the networks (median times, peak memory)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["models", "pipeline", "gpu"],
+    p.add_argument("what", choices=["models", "pipeline", "gpu", "interactive"],
                    help="models: each network alone; pipeline: a whole edit and a strength re-render; "
+                        "interactive: first picture, final, re-render and warm edit through a loopback server; "
                         "gpu: the GPU check (needs CUDA unless --device cpu --tiny)")
-    p.add_argument("--size", type=int, default=2048, help="pipeline, gpu: the photo's side in pixels")
+    p.add_argument("--size", type=int, default=2048, help="pipeline, gpu, interactive: the photo's side in pixels")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (gpu: auto means cuda)")
     p.add_argument("--precision", default="auto", choices=precision.CHOICES, help=precision.HELP)
-    p.add_argument("--tiny", action="store_true", help="pipeline, gpu: the small random networks (a smoke test)")
+    p.add_argument("--tiny", action="store_true",
+                   help="pipeline, gpu, interactive: the small random networks (a smoke test)")
     p.add_argument("--repeat", type=int, default=None, help="timed runs (default 5; gpu: 10)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up runs (default 1; gpu: 3)")
     p.add_argument("--only", help="comma-separated cases: " + ", ".join(CASES))
