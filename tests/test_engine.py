@@ -293,3 +293,47 @@ def test_bench_interactive_tiny_reports_every_figure_with_its_ratio_to_the_plain
     assert set(med) == {"first", "final", "rerender", "warm_first", "warm_final", "plain"}
     assert all(v > 0 for v in med.values()) and med["first"] < med["final"] and med["warm_first"] < med["warm_final"]
     assert "through a loopback server" in out and out.count("x plain") == 6
+
+
+def _wait_for(condition, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting for the server"
+        time.sleep(0.05)
+
+
+def test_idle_server_renders_slider_strengths_ahead_and_serves_them_exactly(engine, photo):
+    ahead = PipelineEngine(engine.models)
+    with Server(ahead, "tcp://127.0.0.1:0") as srv, Client(srv.endpoint) as client:
+        job = client.submit(EditRequest(source=to_wire(photo), hairstyle="bob cut", preview=False))
+        first = job.result(timeout=120)
+        _wait_for(lambda: ahead.ahead_stats["rendered"] >= 2)  # 0.9 and 1.1 come first: the nearest
+        quick = client.rerender(job, 0.9).result(timeout=120)
+        assert ahead.ahead_stats["used"] == 1
+        photo_kept, previous = ahead._jobs[job.id][:2]
+    assert first.meta["strength"] == 1.0
+    exact = ahead.editor.rerender(photo_kept, previous, 0.9)
+    assert np.array_equal(from_wire(quick.layer), exact.layer)
+
+
+def test_renders_ahead_give_way_to_a_new_job_at_once(engine, photo, monkeypatch):
+    ahead = PipelineEngine(engine.models)
+    real_rerender = ahead.editor.rerender
+    started = []
+
+    def endless_when_ahead(photo, previous, strength, progress):
+        if progress.__name__ != "stop_if_asked":  # a client's re-render
+            return real_rerender(photo, previous, strength, progress)
+        started.append(strength)
+        while True:  # a render ahead that would never end on its own: only giving way stops it
+            progress("synthesize", 0.0)
+            time.sleep(0.01)
+
+    monkeypatch.setattr(ahead.editor, "rerender", endless_when_ahead)
+    with Server(ahead, "tcp://127.0.0.1:0") as srv, Client(srv.endpoint) as client:
+        client.submit(EditRequest(source=to_wire(photo), hairstyle="bob cut", preview=False)).result(timeout=120)
+        _wait_for(lambda: started)
+        events = list(client.submit(EditRequest(source=to_wire(photo), colour="red")).events(timeout=120))
+        assert isinstance(events[-1], EditResult)  # it ran: the endless render ahead gave way
+        assert ahead.ahead_stats["interrupted"] >= 1 and ahead.ahead_stats["rendered"] == 0
+        assert not any(isinstance(e, Progress) and e.job != events[-1].job for e in events)  # nothing leaked

@@ -268,3 +268,12 @@ def test_finiteness_check_finds_one_nan_or_inf_sample_with_or_without_numpy(monk
         with pytest.raises(BadImage, match="The colour reference layer has NaN or infinite"):
             check_finite(Image(5, 3, poisoned, "RGBA", "f32"), "colour reference")
     assert all_finite(Image(5, 3, bytes(60), "RGBA", "u8"))
+
+
+def test_slider_crossfade_blends_the_two_nearest_grid_strengths():
+    from hairclip_shared.protocol import slider_crossfade
+
+    (lo, wl), (hi, wh) = slider_crossfade(0.93)
+    assert (lo, hi) == (0.9, 1.0) and wl == pytest.approx(0.7) and wh == pytest.approx(0.3)
+    assert slider_crossfade(1.2) == [(1.2, 1.0)]  # on the grid: that render alone
+    assert slider_crossfade(5.0) == [(2.0, 1.0)] and slider_crossfade(-1) == [(0.0, 1.0)]  # clamped to the range

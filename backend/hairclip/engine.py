@@ -20,7 +20,7 @@ from hairclip.pipeline.conditions import Conditions
 from hairclip.pipeline.editor import EditOptions, EditResult, HairEditor
 from hairclip.pipeline.models import Models, detector_name
 from hairclip.pipeline.synthesize import to_uint8
-from hairclip_shared.protocol import BadRequest, Face, Image, Rect
+from hairclip_shared.protocol import SLIDER_STEP, STRENGTH_RANGE, BadRequest, Face, Image, Rect
 from hairclip_shared.protocol import EditResult as WireResult
 
 
@@ -34,6 +34,11 @@ class PipelineEngine:
         self._jobs: OrderedDict[str, tuple[np.ndarray, EditResult, str, str]] = OrderedDict()
         self._lock = threading.Lock()
         self._device = f"{_describe(models.device)}; precision: {models.plan.describe()}"
+        # Strength slider: (edit job, strength) renders made ahead while idle, and the ones still to make.
+        self._root: dict[str, str] = {}  # job -> the edit job it re-renders (itself for an edit)
+        self._ahead: OrderedDict[tuple[str, float], EditResult] = OrderedDict()
+        self._plan: list[tuple[str, float]] = []
+        self.ahead_stats = {"rendered": 0, "interrupted": 0, "used": 0}
 
     def info(self) -> EngineInfo:
         models = {k: "loaded" for k in self.models.names}
@@ -59,7 +64,10 @@ class PipelineEngine:
 
         result = self.editor.edit(photo, conditions, options, progress=ctx.progress,
                                   first_picture=first_picture if request.preview else None)
+        self._ahead.clear()  # a new edit: the slider renders of the old one are no longer wanted
         self._remember(ctx.job_id, photo, result, request.out_channels, request.out_depth)
+        self._root[ctx.job_id] = ctx.job_id
+        self._plan_ahead(ctx.job_id, result.strength)
         return self._wire(result, request.out_channels, request.out_depth, request.return_aligned)
 
     def rerender(self, request, ctx) -> WireResult:
@@ -69,9 +77,53 @@ class PipelineEngine:
             raise BadRequest(f"job {request.base!r} is not in the server's cache; run the edit again",
                              "unknown_job")
         photo, previous, channels, depth = base
-        result = self.editor.rerender(photo, previous, request.strength, progress=ctx.progress)
+        root = self._root.get(request.base, request.base)
+        result = self._ahead.get((root, round(request.strength, 6)))
+        if result is not None:
+            self.ahead_stats["used"] += 1
+        else:
+            result = self.editor.rerender(photo, previous, request.strength, progress=ctx.progress)
         self._remember(ctx.job_id, photo, result, channels, depth)
+        self._root[ctx.job_id] = root
+        self._plan_ahead(root, request.strength)
         return self._wire(result, channels, depth, False)
+
+    def _plan_ahead(self, root: str, strength: float, reach: int = 2) -> None:
+        """The grid strengths nearest ``strength`` first, up to ``reach`` steps either side."""
+        lo, hi = STRENGTH_RANGE
+        k = round(strength / SLIDER_STEP)
+        grid = {round(j * SLIDER_STEP, 6) for j in range(k - reach, k + reach + 1)}
+        near = sorted((s for s in grid if lo <= s <= hi and abs(s - strength) > 1e-9 and (root, s) not in self._ahead),
+                      key=lambda s: (abs(s - strength), s))
+        self._plan = [(root, s) for s in near]
+
+    def render_ahead(self, interrupted) -> bool:
+        """One planned slider render, while the server is idle; stopped by ``interrupted()`` (a queued job) at
+        its next cancellation point. Returns whether more are planned."""
+        if not self._plan:
+            return False
+        root, strength = self._plan[0]
+        with self._lock:
+            base = self._jobs.get(root)
+        if base is None:
+            self._plan.clear()
+            return False
+
+        def stop_if_asked(stage: str, fraction: float) -> None:
+            if interrupted():
+                raise _Interrupted
+
+        try:
+            result = self.editor.rerender(base[0], base[1], strength, progress=stop_if_asked)
+        except _Interrupted:
+            self.ahead_stats["interrupted"] += 1
+            return False  # the plan stays; the next job replaces it
+        self._plan.pop(0)
+        self._ahead[(root, strength)] = result
+        while len(self._ahead) > 2 * 2:  # each holds a full layer and the faces' renders
+            self._ahead.popitem(last=False)
+        self.ahead_stats["rendered"] += 1
+        return bool(self._plan)
 
     def _remember(self, job: str, photo: np.ndarray, result: EditResult, channels: str, depth: str) -> None:
         with self._lock:
@@ -97,6 +149,11 @@ class PipelineEngine:
     def close(self) -> None:
         with self._lock:
             self._jobs.clear()
+        self._ahead.clear()
+
+
+class _Interrupted(Exception):
+    """A render ahead gives way to a real job."""
 
 
 def _rgb(image: Image | None) -> np.ndarray | None:

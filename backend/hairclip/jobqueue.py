@@ -178,6 +178,10 @@ class JobQueue:
             job.state, self._running = "running", job
             return job
 
+    def waiting(self) -> bool:
+        """A job is queued or the server is stopping: what interrupts the idle worker's renders ahead."""
+        return bool(self._queue) or self._stopping
+
     def ran(self, job: Job) -> None:
         """The worker is done with `job`; its result still has to be finish()ed by the socket thread."""
         with self._cond:

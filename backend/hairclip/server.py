@@ -242,11 +242,28 @@ class Server:
         self._transport.wake()
 
     def _work(self) -> None:
-        while (job := self.jobs.take()) is not None:
+        ahead = False  # the engine has renders ahead to do while idle
+        while True:
+            job = self.jobs.take(0.0 if ahead else None)
+            if job is None:
+                if self.jobs.waiting():  # stopping
+                    return
+                ahead = self._ahead()
+                continue
             header, frames = self._run(job)
             self.jobs.ran(job)
             self._post(job, header, frames, terminal=True)
             release_freed_memory()
+            ahead = callable(getattr(self.engine, "render_ahead", None))
+
+    def _ahead(self) -> bool:
+        """One render ahead (an engine's optional ``render_ahead(interrupted) -> more``), stopped at its next
+        cancellation point by any queued job; a failure there is logged and never reaches a client."""
+        try:
+            return bool(self.engine.render_ahead(self.jobs.waiting))
+        except Exception:
+            log.exception("a render ahead failed; rendering ahead stops until the next job")
+            return False
 
     def _run(self, job: Job) -> tuple[dict, list]:
         ctx, t0 = JobContext(job, self._post, self.progress_interval), time.perf_counter()

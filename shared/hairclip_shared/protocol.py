@@ -24,6 +24,21 @@ STRENGTH_RANGE = (0.0, 2.0)  # 1.0 is the trained edit, 0.0 the unedited inversi
 FACES = ("all", "largest")
 MAX_TEXT = 200  # characters; CLIP reads at most 77 tokens anyway
 MAX_PREVIEW_SIDE = 512
+SLIDER_STEP = 0.1  # the strengths an idle server renders ahead lie on this grid, around the last one asked
+
+
+def slider_crossfade(strength: float, step: float = SLIDER_STEP) -> list[tuple[float, float]]:
+    """The grid strengths to blend for a slider at ``strength``, with their weights: (strength, weight) pairs,
+    one when it is on the grid. A plug-in asks `rerender` for both (renders the server made ahead come back
+    at once) and shows them cross-faded (layer opacity ``weight``) until the exact render replaces them."""
+    lo_s, hi_s = STRENGTH_RANGE
+    strength = min(max(float(strength), lo_s), hi_s)
+    k = strength / step
+    lo = int(k + 1e-9)
+    t = k - lo
+    if t < 1e-6 or 1 - t < 1e-6:
+        return [(round(round(k) * step, 6), 1.0)]
+    return [(round(lo * step, 6), 1.0 - t), (round((lo + 1) * step, 6), t)]
 _ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}\Z")
 _RGB_HEX = re.compile(r"#?([0-9A-Fa-f]{6})\Z")
 MiB = 1 << 20
