@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -317,8 +317,11 @@ class Generator(nn.Module):
         return image, (latent if return_latents else None)
 
     def synthesis(self, latent: torch.Tensor, noise: Sequence[torch.Tensor | None] | None = None,
-                  randomize_noise: bool = True, stop_at: int | None = None) -> torch.Tensor:
+                  randomize_noise: bool = True, stop_at: int | None = None,
+                  check: Callable[[], None] | None = None) -> torch.Tensor:
         """W+ [B, n_latent, C] -> RGB at ``size``, or at ``stop_at`` px (the skip image built so far).
+
+        ``check`` runs before each resolution: a cancellation point inside the synthesis.
 
         ``noise=None`` draws fresh noise if ``randomize_noise``, else uses the stored ``noises`` buffers.
         """
@@ -337,6 +340,8 @@ class Generator(nn.Module):
         for j, to_rgb in enumerate(self.to_rgbs):
             if res == stop_at:
                 break
+            if check is not None:
+                check()
             i = 2 * j + 1
             out = self.convs[i - 1](out, latent[:, i], noise=noise[i])
             out = self.convs[i](out, latent[:, i + 1], noise=noise[i + 1])

@@ -248,7 +248,8 @@ class HairEditor:
         for n, st in enumerate(states):
             progress("synthesize", n / len(states))
             with _timed(timings, "synthesize"):
-                edited = synthesize(self.models.decoder, apply_offset(st.w, st.offset, strength))
+                edited = synthesize(self.models.decoder, apply_offset(st.w, st.offset, strength),
+                                    check=lambda n=n: progress("synthesize", n / len(states)))
                 inversion = synthesize(self.models.decoder, st.w)[0] if with_inversion else None
             progress("parse", n / len(states))
             with _timed(timings, "parse"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -9,10 +11,13 @@ from hairclip.nets.stylegan2 import Generator
 
 
 @torch.inference_mode()
-def synthesize(decoder: Generator, w_plus: torch.Tensor, stop_at: int | None = None) -> torch.Tensor:
+def synthesize(decoder: Generator, w_plus: torch.Tensor, stop_at: int | None = None,
+               check: Callable[[], None] | None = None) -> torch.Tensor:
     """W+ ``[B, n_latent, 512]`` -> images ``[B,3,S,S]`` in about [-1, 1] (float32); ``stop_at``: the
     generator's skip image at that resolution (a first picture at 256 px costs about a third of 1024)."""
     dtype = next(decoder.parameters()).dtype
+    if check is not None:  # W+ in, no truncation: the synthesis alone, with a cancellation point per resolution
+        return decoder.synthesis(w_plus.to(dtype), randomize_noise=False, stop_at=stop_at, check=check).float()
     image, _ = decoder([w_plus.to(dtype)], input_is_latent=True, randomize_noise=False, truncation=1.0,
                        stop_at=stop_at)
     return image.float()
