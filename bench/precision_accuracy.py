@@ -3,8 +3,9 @@
     PYTHONPATH=backend:shared python bench/precision_accuracy.py [--plan gpu-bf16] [--samples 2] [--size 1024]
                                                                [--skip-full]
 
-bf16 convolutions are very slow on CPUs without native bf16 (the 1024 px generator did not finish in 25 minutes
-on a shared 2-core machine); ``--size 256`` builds the same architectures for 256 px faces instead.
+bf16 convolutions are very slow on CPUs without native bf16: on a shared 2-core machine neither the 1024 px
+generator (25 minutes) nor the 256 px one (10 minutes, ``--size 256``) finished its bf16 pass; ``--skip-full``
+measures the whole edit on the small networks only.
 
 1. The full-size generator (random weights, W+ from its own mapping network) in the plan's dtype against fp32:
    the synthesized 1024 px face, in 8-bit levels.
