@@ -95,11 +95,23 @@ def _choice(values: tuple[str, ...], labels: dict[str, str]) -> Gimp.Choice:
     return choice
 
 
+def mnemonics(labels: dict[str, str]) -> dict[str, str]:
+    """GTK wants a keyboard mnemonic in every field label: each label's first letter no other label took."""
+    used: set[str] = set()
+    out = {}
+    for key, text in labels.items():
+        i = next((i for i, c in enumerate(text) if c.isalpha() and c.lower() not in used), None)
+        if i is not None:
+            used.add(text[i].lower())
+        out[key] = text if i is None else text[:i] + "_" + text[i:]
+    return out
+
+
 def add_arguments(procedure: Gimp.Procedure) -> None:
     """The procedure's typed arguments: EditSettings field for field, with GIMP layers for the references."""
     d = EditSettings()
     hairstyles, colours = presets(None)
-    label, help_ = FIELD_LABELS, FIELD_HELP  # the words the Krita dialog uses too
+    label, help_ = mnemonics(FIELD_LABELS), FIELD_HELP  # the words the Krita dialog uses too
     procedure.add_choice_argument("hairstyle-mode", label["hairstyle_mode"], help_["hairstyle_mode"],
                                   _choice(HAIRSTYLE_MODES, HAIRSTYLE_MODE_LABELS), d.hairstyle_mode, RW)
     procedure.add_string_argument("hairstyle", label["hairstyle"],
