@@ -56,6 +56,7 @@ from .protocol import (
     ServerInfo,
     parse_rgb,
 )
+from .wording import NEED_CHANGE, NEED_COLOUR, NEED_COLOUR_REF, NEED_HAIRSTYLE, NEED_HAIRSTYLE_REF
 
 # Official HairCLIP lists (mapper/hairstyle_list.txt without " hairstyle", and the 12 training colours);
 # tests check them against the backend's copies.
@@ -198,24 +199,24 @@ def build_request(settings: EditSettings, source: Image, hairstyle_ref: Image | 
     kw: dict[str, Any] = {}
     if settings.hairstyle_mode == "text":
         if not settings.hairstyle.strip():
-            raise BadRequest("Type a hairstyle, or pick one of the trained hairstyles from the list.")
+            raise BadRequest(NEED_HAIRSTYLE)
         kw["hairstyle"] = settings.hairstyle
     elif settings.hairstyle_mode == "reference":
         if hairstyle_ref is None:
-            raise BadRequest("Choose the layer whose hairstyle to copy.")
+            raise BadRequest(NEED_HAIRSTYLE_REF)
         kw["hairstyle_ref"] = hairstyle_ref
     if settings.colour_mode == "text":
         if not settings.colour.strip():
-            raise BadRequest("Type a hair colour, or pick one of the trained colours from the list.")
+            raise BadRequest(NEED_COLOUR)
         kw["colour"] = settings.colour
     elif settings.colour_mode == "rgb":
         kw["rgb"] = settings.rgb
     elif settings.colour_mode == "reference":
         if colour_ref is None:
-            raise BadRequest("Choose the layer whose hair colour to copy.")
+            raise BadRequest(NEED_COLOUR_REF)
         kw["colour_ref"] = colour_ref
     if not kw:
-        raise BadRequest("Nothing to change: choose a hairstyle, a hair colour, or both.")
+        raise BadRequest(NEED_CHANGE)
     if settings.faces == "selection":
         if selection is None:
             raise BadRequest("There is no selection. Select the faces to edit, or choose 'All faces'.")
