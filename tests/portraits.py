@@ -46,10 +46,11 @@ def face_at(cx: float, cy: float, side: float) -> Face:
 
 
 def portrait(w: int, h: int, heads: list[tuple[float, float, float, float]], seed: int = 0,
-             hair: tuple[int, int, int] = HAIR) -> tuple[np.ndarray, np.ndarray, list[Face]]:
+             hair: tuple[int, int, int] = HAIR, spread: float = 1.18) -> tuple[np.ndarray, np.ndarray, list[Face]]:
     """(photo [h, w, 3] uint8, drawn hair mask [h, w] bool, faces). ``heads``: (cx, cy, face side, hair bottom y)
     per person: a skin oval on a flat background, hair over the head and hanging straight down to the bottom
-    given, with strand texture (vertical stripes of varying lightness and a little noise)."""
+    given, ``spread`` times the face's half-width to each side, with strand texture (vertical stripes of varying
+    lightness and a little noise)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     photo = np.empty((h, w, 3), np.float32)
@@ -58,8 +59,8 @@ def portrait(w: int, h: int, heads: list[tuple[float, float, float, float]], see
     skins = []
     for cx, cy, side, bottom in heads:
         rx, ry = 0.62 * side, 0.72 * side
-        top = ((xx - cx) / (rx * 1.18)) ** 2 + ((yy - (cy - 0.08 * side)) / (ry * 1.12)) ** 2 <= 1
-        curtain = (np.abs(xx - cx) <= rx * 1.18) & (yy >= cy - 0.1 * side) & (yy <= bottom)
+        top = ((xx - cx) / (rx * spread)) ** 2 + ((yy - (cy - 0.08 * side)) / (ry * spread * 0.95)) ** 2 <= 1
+        curtain = (np.abs(xx - cx) <= rx * spread) & (yy >= cy - 0.1 * side) & (yy <= bottom)
         mask |= top | curtain
         skins.append(((xx - cx) / (0.5 * side)) ** 2 + ((yy - cy) / (0.62 * side)) ** 2 <= 1)
     skin = np.any(skins, axis=0)

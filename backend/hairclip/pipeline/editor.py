@@ -148,6 +148,7 @@ class HairEditor:
                 if not faces:
                     raise NoFaceFound("no face was found in the photo")
                 indices = select_faces(faces, options.faces, options.selection)
+                squares = [FaceTransform.from_landmarks(f.landmarks, rgb8.shape[1::-1]) for f in faces]
         with _timed(timings, "conditions"):
             progress("conditions", 0.0)
             style_emb, color_emb = self.conditions.embeddings(conditions)
@@ -167,7 +168,7 @@ class HairEditor:
                 original = image_tensor(face.image1024, self.device)
                 hair_before = parse.hair(self.models.parser, original)[0]
                 hair = None if options.aligned else longhair.photo_hair(
-                    self.models.parser, rgb8, face.transform, hair_before, check)
+                    self.models.parser, rgb8, squares, i, hair_before, check)
             check()
             with _timed(timings, "mapper"):
                 color = color_emb
@@ -194,7 +195,6 @@ class HairEditor:
                 timings: dict[str, float], progress: Progress, whole_hair: bool = False) -> EditResult:
         outputs, pieces = [], []
         colour = photo if photo.shape[2] >= 3 else np.repeat(photo[..., :1], 3, 2)
-        transforms = [st.transform for st in states]
         for n, st in enumerate(states):
             progress("synthesize", n / len(states))
             with _timed(timings, "synthesize"):
@@ -216,7 +216,7 @@ class HairEditor:
                 piece = warp_face((shown[0] + 1) / 2, mask, st.transform, photo.shape[:2], check)
                 if whole_hair and st.hair is not None:
                     weight = restrict_to_photo(recolour[0], st.transform)[None, None]
-                    piece = longhair.extend_piece(colour, piece, st.hair, shown, weight, n, transforms, check)
+                    piece = longhair.extend_piece(colour, piece, st.hair, shown, weight, st.transform, check)
                 pieces.append(piece)
             outputs.append(FaceOutput(st, edited[0], mask, inversion))
         with _timed(timings, "composite"):

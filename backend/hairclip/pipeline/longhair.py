@@ -37,6 +37,9 @@ WINDOW = (-1.25, -0.5, 2.25, 3.0)
 # sides), up to `MAX_WINDOWS` in all: hair to the waist needs two or three.
 OVERLAP = 0.5
 MAX_WINDOWS = 4
+# Below this share of a face's hair outside its square (stray parser pixels, a fringe at the edge) the face
+# counts as short-haired and its piece is the crop's, unchanged.
+MIN_OUTSIDE = 0.01
 SEAM_1024 = 64  # the hand-over band inside the square's edge, in pixels of the 1024 frame (6% of the side)
 
 
@@ -83,17 +86,21 @@ def _parse_window(parser: UNet, rgb8: np.ndarray, wt: FaceTransform, device: tor
     window = image_tensor(_photo_crop(rgb8, wt, PARSE_SIZE), device)
     check()
     _, weight = parse.hair_and_weight(parser, window)
-    weight = restrict_to_photo(weight[0].float(), wt)  # off the photo the window is black, not hair
+    on_photo = torch.from_numpy(wt.inside(PARSE_SIZE)).to(device)
+    weight = weight[0].float() * on_photo  # off the photo the window is black, not hair
     runs_on = bool((weight[-PARSE_SIZE // 64:] > 0.5).any())
     warped, box = warp_to_photo(weight[None], wt, rgb8.shape[:2], padding_mode="zeros", antialias=False,
                                 check=check)
     return warped[0].clamp(0, 1), box, runs_on
 
 
-def photo_hair(parser: UNet, rgb8: np.ndarray, t: FaceTransform, hair_before: torch.Tensor,
-               check: Check = _nothing) -> PhotoHair:
-    """Parse the windows around one face; ``hair_before`` is the crop's own [1024, 1024] mask (for the total)."""
+def photo_hair(parser: UNet, rgb8: np.ndarray, faces: Sequence[FaceTransform], index: int,
+               hair_before: torch.Tensor, check: Check = _nothing) -> PhotoHair:
+    """Parse the windows around face ``index`` of ``faces`` (every face found in the photo, edited or not) and
+    keep the hair that is this face's: nearest to it, and outside every other face's square. ``hair_before``
+    is the crop's own [1024, 1024] mask (for the total)."""
     device = hair_before.device
+    t = faces[index]
     left, top, right, bottom = WINDOW
     parts = []
     for n in range(MAX_WINDOWS):
@@ -107,6 +114,9 @@ def photo_hair(parser: UNet, rgb8: np.ndarray, t: FaceTransform, hair_before: to
     for _, b in parts[1:]:
         box = _union(box, b)
     weight = torch.stack([_place(w, b, box) for w, b in parts]).amax(0)
+    if len(faces) > 1:
+        others = torch.stack([square_weight(o, box, device, seam=0) for j, o in enumerate(faces) if j != index])
+        weight = weight * (_nearest(faces, box, device) == index) * (1 - others.amax(0))
     inside = square_weight(t, box, device, seam=0)
     outside = float((weight * (1 - inside)).sum())
     area = float(restrict_to_photo(hair_before.float(), t).sum()) * t.photo_scale(SYNTH_SIZE) ** 2
@@ -134,29 +144,24 @@ def _place(x: torch.Tensor, box: Box, into: Box) -> torch.Tensor:
 
 
 def extend_piece(photo: np.ndarray, piece: tuple[torch.Tensor, torch.Tensor, Box], hair: PhotoHair,
-                 edited: torch.Tensor, edited_hair: torch.Tensor, index: int,
-                 transforms: Sequence[FaceTransform], check: Check = _nothing,
+                 edited: torch.Tensor, edited_hair: torch.Tensor, t: FaceTransform, check: Check = _nothing,
                  ) -> tuple[torch.Tensor, torch.Tensor, Box]:
     """One face's layer piece grown over its hair outside the square, in the edited hair's colour.
 
     ``piece`` is `warp_face`'s (rgb [3, h, w] in [0, 1], alpha, box); ``photo`` the [H, W, 3] colour photo
     (uint8, uint16 or float in [0, 1]); ``edited`` [1, 3, S, S] in [-1, 1], the crop as shown, and
-    ``edited_hair`` [1, 1, S, S] its hair weights (the colour to reach); ``transforms`` every edited face's,
-    ``index`` this one's. In hair at the hand-over band the colour goes linearly from the crop's to the
-    transfer's and alpha stays 1; where this face has no hair outside its square the piece comes back as it is.
+    ``edited_hair`` [1, 1, S, S] its hair weights (the colour to reach); ``t`` the face's transform. In hair
+    at the hand-over band the colour goes linearly from the crop's to the transfer's and alpha stays 1;
+    where this face has no hair outside its square the piece comes back as it is.
     """
     rgb1, a1, fbox = piece
-    t = transforms[index]
+    if hair.fraction_outside < MIN_OUTSIDE or float(edited_hair.sum()) <= 0:
+        return piece
     box = _union(fbox, hair.box)
     device = rgb1.device
     h = _place(hair.weight.to(device), hair.box, box)
     own = square_weight(t, box, device)
-    mine = _nearest(transforms, box, device) == index
-    others = [square_weight(o, box, device, seam=0) for j, o in enumerate(transforms) if j != index]
-    free = 1 - torch.stack(others).amax(0) if others else torch.ones_like(h)
-    claim = h * mine * free * (1 - own)  # the transfer's share of each pixel
-    if not bool((claim > 0).any()) or float(edited_hair.sum()) <= 0:
-        return piece
+    claim = h * (1 - own)  # the transfer's share of each pixel
     check()
     x0, y0, x1, y1 = box
     region = np.asarray(photo[y0:y1, x0:x1, :3])
