@@ -131,3 +131,40 @@ def test_two_faces_with_overlapping_hair_each_keep_their_own_colour(editor):
     assert lab_distance(second, right_hair, green) < 10
     assert np.array_equal(second[left_hair], first[left_hair])
     assert lab_distance(second, left_hair) < 10
+
+
+def test_cli_prints_the_hair_outside_the_crop_and_takes_both_flags(tmp_path, capsys):
+    from hairclip.cli import main
+    from hairclip.images import save_image
+
+    photo, _, _ = portrait(240, 420, [(120, 100, 70, 410)])
+    save_image(tmp_path / "long.png", photo)
+    tiny = ["--random-tiny", "--device", "cpu", "--detector", "centre"]
+    assert main(["edit", str(tmp_path / "long.png"), "-o", str(tmp_path / "a.png"), "--hairstyle", "bob cut",
+                 *tiny]) == 0
+    assert "of the hair lies outside the face crop(s) and keeps its old look" in capsys.readouterr().out
+    assert main(["edit", str(tmp_path / "long.png"), "-o", str(tmp_path / "b.png"), "--rgb", TARGET,
+                 "--crop-only", *tiny]) == 0
+    assert "keeps its old look" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["edit", str(tmp_path / "long.png"), "-o", str(tmp_path / "c.png"), "--rgb", TARGET,
+              "--crop-only", "--whole-hair", *tiny])
+
+
+def test_whole_hair_travels_in_the_protocol_only_when_set():
+    from hairclip_shared.editing import EditSettings, build_request, hair_outside_message
+    from hairclip_shared.protocol import BadRequest, EditRequest, Image
+
+    source = Image(4, 4, bytes(64), "RGBA")
+    for mode, value in (("auto", None), ("yes", True), ("no", False)):
+        req = build_request(EditSettings(colour_mode="rgb", hairstyle_mode="none", whole_hair=mode), source)
+        assert req.whole_hair is value
+        params, _, _ = req.to_wire()
+        assert params.get("whole_hair") is value and ("whole_hair" in params) == (value is not None)
+        assert EditRequest.from_wire(params, {"source": source}).whole_hair is value
+    assert EditSettings.from_json('{"whole_hair": "sometimes"}').whole_hair == "auto"
+    with pytest.raises(BadRequest):
+        EditRequest(source, rgb="#102030", whole_hair="yes")
+    assert hair_outside_message({"hair_outside_crop": 0.4, "whole_hair": False}).startswith("40% of the hair")
+    assert hair_outside_message({"hair_outside_crop": 0.4, "whole_hair": True}) == ""
+    assert hair_outside_message({"detectors": ["dlib"]}) == ""  # an older server: no warning
