@@ -93,7 +93,7 @@ class InProcess:
                           hairstyle_ref_aligned="hairstyle_ref" in aligned, color_ref_aligned="colour_ref" in aligned)
         opts = EditOptions(strength=args.strength, faces=args.faces, selection=args.selection,
                            aligned="source" in aligned, return_aligned=bool(args.save_aligned),
-                           whole_hair=args.whole_hair)
+                           whole_hair=getattr(args, "whole_hair", None))
         result = self.editor.edit(photo, cond, opts)
         aligned = [{"edited": to_uint8(f.edited), "inversion": to_uint8(f.inversion),
                     "aligned": f.state.aligned.image1024,
@@ -128,7 +128,7 @@ class OnServer:
             hairstyle_ref=to_wire(refs["hairstyle"]) if refs["hairstyle"] is not None else None,
             colour_ref=to_wire(refs["color"]) if refs["color"] is not None else None,
             strength=args.strength, faces=args.faces, selection=args.selection,
-            return_aligned=bool(args.save_aligned), preview=False, whole_hair=args.whole_hair,
+            return_aligned=bool(args.save_aligned), preview=False, whole_hair=getattr(args, "whole_hair", None),
             aligned=tuple(r for r in aligned_roles(args) if r == "source" or refs[_REF_ROLES[r]] is not None))
         job = self.client.submit(req)
         result = job.result(timeout=args.job_timeout)

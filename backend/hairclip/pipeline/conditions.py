@@ -106,7 +106,7 @@ def hair_lab_stats(image: torch.Tensor, hair: torch.Tensor) -> tuple[torch.Tenso
 
 
 def transfer_hair_lab(image: torch.Tensor, hair: torch.Tensor, mean: torch.Tensor, std: torch.Tensor | None = None,
-                      where: torch.Tensor | None = None, rounds: int = 4, std_limit: float = 2.0,
+                      where: torch.Tensor | None = None, rounds: int = 4, std_limit: float = 1.5,
                       check: Callable[[], None] = lambda: None) -> torch.Tensor:
     """Shift (and with ``std``, first scale) the Lab statistics of the hair (``hair``'s weights) to ``mean``/``std``.
 

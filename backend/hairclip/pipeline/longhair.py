@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from hairclip.color import rgb_to_lab
 from hairclip.nets.parsenet import PARSE_SIZE, UNet
 from hairclip.pipeline import parse
 from hairclip.pipeline.align import SYNTH_SIZE, FaceTransform, _photo_crop
@@ -40,6 +41,11 @@ MAX_WINDOWS = 4
 # Below this share of a face's hair outside its square (stray parser pixels, a fringe at the edge) the face
 # counts as short-haired and its piece is the crop's, unchanged.
 MIN_OUTSIDE = 0.01
+# The parser's hair edge is only as sharp as a window pixel (several photo pixels). At photo resolution a
+# pixel whose Lab colour lies more than GATE standard deviations (of the face's hair outside the square;
+# lightness counts half, for highlights and shadows) from that hair's mean fades out of the transfer over one
+# more, so the background next to the hair keeps its bytes.
+GATE = 3.0
 SEAM_1024 = 64  # the hand-over band inside the square's edge, in pixels of the 1024 frame (6% of the side)
 
 
@@ -71,9 +77,10 @@ def square_weight(t: FaceTransform, box: Box, device: torch.device, seam: float 
     """[h, w] on ``box``: 1 inside the face square farther than ``seam`` (1024-frame px) from its edge, falling
     linearly to 0 at the edge, 0 outside. The crop's share of the hand-over."""
     x0, y0, x1, y1 = box
-    inv = torch.as_tensor(t.inverse_affine(SYNTH_SIZE), dtype=torch.float64, device=device)
-    xs = torch.arange(x0, x1, dtype=torch.float64, device=device)[None, :]
-    ys = torch.arange(y0, y1, dtype=torch.float64, device=device)[:, None]
+    dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+    inv = torch.as_tensor(t.inverse_affine(SYNTH_SIZE), dtype=dtype, device=device)
+    xs = torch.arange(x0, x1, dtype=dtype, device=device)[None, :]
+    ys = torch.arange(y0, y1, dtype=dtype, device=device)[:, None]
     u = inv[0, 0] * xs + inv[0, 1] * ys + inv[0, 2] + 0.5  # distance from the frame's left edge
     v = inv[1, 0] * xs + inv[1, 1] * ys + inv[1, 2] + 0.5
     edge = torch.minimum(torch.minimum(u, SYNTH_SIZE - u), torch.minimum(v, SYNTH_SIZE - v))
@@ -143,6 +150,11 @@ def _place(x: torch.Tensor, box: Box, into: Box) -> torch.Tensor:
     return out
 
 
+def _within(inner: Box, outer: Box) -> tuple[slice, slice]:
+    """The index of ``inner`` in an array on ``outer``."""
+    return slice(inner[1] - outer[1], inner[3] - outer[1]), slice(inner[0] - outer[0], inner[2] - outer[0])
+
+
 def extend_piece(photo: np.ndarray, piece: tuple[torch.Tensor, torch.Tensor, Box], hair: PhotoHair,
                  edited: torch.Tensor, edited_hair: torch.Tensor, t: FaceTransform, check: Check = _nothing,
                  ) -> tuple[torch.Tensor, torch.Tensor, Box]:
@@ -157,16 +169,25 @@ def extend_piece(photo: np.ndarray, piece: tuple[torch.Tensor, torch.Tensor, Box
     rgb1, a1, fbox = piece
     if hair.fraction_outside < MIN_OUTSIDE or float(edited_hair.sum()) <= 0:
         return piece
-    box = _union(fbox, hair.box)
     device = rgb1.device
-    h = _place(hair.weight.to(device), hair.box, box)
+    h = hair.weight.to(device)
+    claim = h * (1 - square_weight(t, hair.box, device))  # the transfer's share of each pixel
+    rows, cols = (torch.nonzero(claim.amax(d) > 0)[:, 0] for d in (1, 0))
+    if len(rows) == 0:
+        return piece
+    hx, hy = hair.box[:2]  # only the pixels the transfer reaches are worked on
+    box = _union(fbox, (hx + int(cols[0]), hy + int(rows[0]), hx + int(cols[-1]) + 1, hy + int(rows[-1]) + 1))
+    claim = _place(claim, hair.box, _union(box, hair.box))[_within(box, _union(box, hair.box))]
     own = square_weight(t, box, device)
-    claim = h * (1 - own)  # the transfer's share of each pixel
     check()
     x0, y0, x1, y1 = box
     region = np.asarray(photo[y0:y1, x0:x1, :3])
     scale = 255.0 if region.dtype == np.uint8 else 65535.0 if region.dtype == np.uint16 else 1.0
     source = torch.from_numpy(region.astype(np.float32) / np.float32(scale)).to(device).permute(2, 0, 1)[None]
+    source_mean, source_std = hair_lab_stats(source * 2 - 1, claim[None, None])
+    z = (rgb_to_lab(source) - source_mean).abs() / source_std.clamp_min(1.0)
+    z = torch.maximum(z[:, 0] / 2, z[:, 1:].amax(1))[0]
+    claim = claim * (GATE + 1 - z).clamp(0, 1)
     mean, std = hair_lab_stats(edited.float(), edited_hair.float())
     moved = transfer_hair_lab(source * 2 - 1, claim[None, None], mean, std, where=(claim > 0).float()[None, None],
                               check=check)
