@@ -53,7 +53,8 @@ class PipelineEngine:
         elif isinstance(selection, Image):
             selection = from_wire(selection) > 0
         options = EditOptions(strength=request.strength, faces=request.faces, selection=selection,
-                              aligned="source" in request.aligned, return_aligned=request.return_aligned)
+                              aligned="source" in request.aligned, return_aligned=request.return_aligned,
+                              whole_hair=request.whole_hair)
         result = self.editor.edit(photo, conditions, options, progress=ctx.progress)
         self._remember(ctx.job_id, photo, result, request.out_channels, request.out_depth)
         return self._wire(result, request.out_channels, request.out_depth, request.return_aligned)
@@ -87,7 +88,8 @@ class PipelineEngine:
         layer = to_wire(convert_depth(result.layer, depth), channels, depth)
         meta = {"strength": result.strength, "faces_edited": len(result.faces),
                 "detectors": [f.state.source for f in result.faces],  # which detector found each face
-                "aligned_order": ["edited", "aligned", "mask", "inversion"] if aligned else []}
+                "aligned_order": ["edited", "aligned", "mask", "inversion"] if aligned else [],
+                "hair_outside_crop": round(result.hair_outside_crop, 4), "whole_hair": result.whole_hair}
         return WireResult(layer, faces, result.timings, extra, meta)
 
     def close(self) -> None:

@@ -18,7 +18,7 @@ import torch
 
 from hairclip.device import prepare
 from hairclip.images import check_photo
-from hairclip.pipeline import parse
+from hairclip.pipeline import longhair, parse
 from hairclip.pipeline.align import (
     AlignedFace,
     FaceTransform,
@@ -28,7 +28,7 @@ from hairclip.pipeline.align import (
     to_rgb8,
 )
 from hairclip.pipeline.cache import LRUCache, content_key
-from hairclip.pipeline.composite import compose_layer, edit_mask, face_box, warp_face
+from hairclip.pipeline.composite import compose_layer, edit_mask, face_box, restrict_to_photo, warp_face
 from hairclip.pipeline.conditions import ConditionEncoder, Conditions, image_tensor, match_hair_color
 from hairclip.pipeline.edit import apply_offset, edit_offset
 from hairclip.pipeline.faces import Mode, NoFaceFound, Rect, select_faces
@@ -57,6 +57,7 @@ class FaceState:
     aligned: AlignedFace
     rgb: tuple[int, int, int] | None
     source: str = ""  # the detector that found the face ("dlib", "fan", ...); "aligned" for an aligned crop
+    hair: longhair.PhotoHair | None = None  # the photo's hair around the face, beyond the square too
 
 
 @dataclass
@@ -73,6 +74,14 @@ class EditResult:
     faces: list[FaceOutput]
     strength: float
     timings: dict[str, float] = field(default_factory=dict)
+    whole_hair: bool = False  # hair outside the crops was recoloured too
+
+    @property
+    def hair_outside_crop(self) -> float:
+        """The fraction of the edited faces' original hair that lies outside their crops (0 to 1)."""
+        hair = [f.state.hair for f in self.faces if f.state.hair is not None]
+        total = sum(h.total for h in hair)
+        return sum(h.outside for h in hair) / total if total > 0 else 0.0
 
     @property
     def boxes(self) -> list[tuple[int, int, int, int]]:
@@ -86,6 +95,12 @@ class EditOptions:
     selection: Rect | np.ndarray | None = None
     aligned: bool = False  # the photo is already an FFHQ-aligned crop
     return_aligned: bool = False  # also synthesise the unedited inversion, for debugging
+    whole_hair: bool | None = None  # recolour hair outside the crop too; None: only for colour-only edits
+
+    def whole_hair_for(self, conditions: Conditions) -> bool:
+        if self.whole_hair is not None:
+            return self.whole_hair
+        return conditions.hairstyle is None and conditions.hairstyle_ref is None
 
 
 class HairEditor:
@@ -133,6 +148,7 @@ class HairEditor:
                 if not faces:
                     raise NoFaceFound("no face was found in the photo")
                 indices = select_faces(faces, options.faces, options.selection)
+                squares = [FaceTransform.from_landmarks(f.landmarks, rgb8.shape[1::-1]) for f in faces]
         with _timed(timings, "conditions"):
             progress("conditions", 0.0)
             style_emb, color_emb = self.conditions.embeddings(conditions)
@@ -151,6 +167,8 @@ class HairEditor:
             with _timed(timings, "parse"):
                 original = image_tensor(face.image1024, self.device)
                 hair_before = parse.hair(self.models.parser, original)[0]
+                hair = None if options.aligned else longhair.photo_hair(
+                    self.models.parser, rgb8, squares, i, hair_before, check)
             check()
             with _timed(timings, "mapper"):
                 color = color_emb
@@ -160,19 +178,23 @@ class HairEditor:
             box = face_box(face.transform, photo.shape[:2])
             source = "aligned" if options.aligned else faces[i].source
             log.info("face %d: square %s on the photo, found by %s", i, box, source or "an unnamed detector")
-            states.append(FaceState(i, face.transform, box, w, offset, hair_before, face, conditions.rgb, source))
-        return self._render(photo, states, options.strength, options.return_aligned, timings, progress)
+            states.append(FaceState(i, face.transform, box, w, offset, hair_before, face, conditions.rgb, source,
+                                    hair))
+        return self._render(photo, states, options.strength, options.return_aligned, timings, progress,
+                            options.whole_hair_for(conditions))
 
     def rerender(self, photo: np.ndarray, previous: EditResult, strength: float,
                  progress: Progress = _no_progress) -> EditResult:
         """The same edit at another strength: synthesis, parsing and compositing only."""
         prepare(self.device)
         photo = check_photo(photo, "photo")
-        return self._render(photo, [f.state for f in previous.faces], strength, False, {}, progress)
+        return self._render(photo, [f.state for f in previous.faces], strength, False, {}, progress,
+                            previous.whole_hair)
 
     def _render(self, photo: np.ndarray, states: list[FaceState], strength: float, with_inversion: bool,
-                timings: dict[str, float], progress: Progress) -> EditResult:
+                timings: dict[str, float], progress: Progress, whole_hair: bool = False) -> EditResult:
         outputs, pieces = [], []
+        colour = photo if photo.shape[2] >= 3 else np.repeat(photo[..., :1], 3, 2)
         for n, st in enumerate(states):
             progress("synthesize", n / len(states))
             with _timed(timings, "synthesize"):
@@ -191,16 +213,18 @@ class HairEditor:
                 shown = edited
                 if st.rgb is not None:
                     shown = match_hair_color(edited, recolour[:, None], st.rgb, check)
-                rgb, alpha, box = warp_face((shown[0] + 1) / 2, mask, st.transform, photo.shape[:2], check)
-                pieces.append((rgb, alpha, box))
+                piece = warp_face((shown[0] + 1) / 2, mask, st.transform, photo.shape[:2], check)
+                if whole_hair and st.hair is not None:
+                    weight = restrict_to_photo(recolour[0], st.transform)[None, None]
+                    piece = longhair.extend_piece(colour, piece, st.hair, shown, weight, st.transform, check)
+                pieces.append(piece)
             outputs.append(FaceOutput(st, edited[0], mask, inversion))
         with _timed(timings, "composite"):
             progress("composite", len(states) / (len(states) + 1))
-            colour = photo if photo.shape[2] >= 3 else np.repeat(photo[..., :1], 3, 2)
             layer = compose_layer(colour[..., :3], pieces,
                                   lambda: progress("composite", len(states) / (len(states) + 1)))
         progress("done", 1.0)
-        return EditResult(layer, outputs, strength, timings)
+        return EditResult(layer, outputs, strength, timings, whole_hair)
 
 
 @contextmanager
