@@ -1,6 +1,11 @@
 """How far a faster precision plan moves the picture: 8-bit differences against the fp32 plan, on the CPU.
 
-    PYTHONPATH=backend:shared python bench/precision_accuracy.py [--plan gpu-bf16] [--samples 2] [--skip-full]
+    PYTHONPATH=backend:shared python bench/precision_accuracy.py [--plan gpu-bf16] [--samples 2] [--size 1024]
+                                                               [--skip-full]
+
+bf16 convolutions are very slow on CPUs without native bf16: on a shared 2-core machine neither the 1024 px
+generator (25 minutes) nor the 256 px one (10 minutes, ``--size 256``) finished its bf16 pass; ``--skip-full``
+measures the whole edit on the small networks only.
 
 1. The full-size generator (random weights, W+ from its own mapping network) in the plan's dtype against fp32:
    the synthesized 1024 px face, in 8-bit levels.
@@ -40,16 +45,16 @@ def _timed(fn, *args):
 
 def _report(what: str, diffs: list[dict], t32: list[float], tplan: list[float], plan: str) -> None:
     print(f"{what:<34} max {max(d['max'] for d in diffs):3d} levels, mean {np.mean([d['mean'] for d in diffs]):.3f}"
-          f"   time fp32 {statistics.median(t32):.2f} s, {plan} {statistics.median(tplan):.2f} s")
+          f"   time fp32 {statistics.median(t32):.2f} s, {plan} {statistics.median(tplan):.2f} s", flush=True)
 
 
-def full_size(plan: PrecisionPlan, samples: int) -> None:
+def full_size(plan: PrecisionPlan, samples: int, size: int) -> None:
     torch.manual_seed(0)
-    gen32 = Generator(1024, 512, 8, channel_multiplier=2).eval()
-    enc32 = Encoder4Editing(50, "ir_se", 1024).eval()
-    gen = plan.apply(Generator(1024, 512, 8, channel_multiplier=2).eval(), "generator")
+    gen32 = Generator(size, 512, 8, channel_multiplier=2).eval()
+    enc32 = Encoder4Editing(50, "ir_se", size).eval()
+    gen = plan.apply(Generator(size, 512, 8, channel_multiplier=2).eval(), "generator")
     gen.load_state_dict(gen32.state_dict())  # copies and casts to the plan's dtype
-    enc = plan.apply(Encoder4Editing(50, "ir_se", 1024).eval(), "e4e")
+    enc = plan.apply(Encoder4Editing(50, "ir_se", size).eval(), "e4e")
     enc.load_state_dict(enc32.state_dict())
     g_diffs, e_diffs, g_t, e_t = [], [], ([], []), ([], [])
     with torch.inference_mode():
@@ -68,7 +73,7 @@ def full_size(plan: PrecisionPlan, samples: int) -> None:
             e_diffs.append(layer_difference(to_uint8(images[0]), to_uint8(images[1])))
             e_t[0].append(t_a)
             e_t[1].append(t_b)
-    _report(f"generator ({plan.generator}), 1024 px", g_diffs, *g_t, plan.name)
+    _report(f"generator ({plan.generator}), {size} px", g_diffs, *g_t, plan.name)
     _report(f"e4e ({plan.e4e}) -> fp32 generator", e_diffs, *e_t, plan.name)
 
 
@@ -97,12 +102,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--plan", default="gpu-bf16", choices=[p for p in PLANS if p != "fp32"])
     ap.add_argument("--samples", type=int, default=2, help="random faces for the full-size networks")
+    ap.add_argument("--size", type=int, default=1024, help="the generator's resolution (e4e's W+ matches it)")
     ap.add_argument("--skip-full", action="store_true", help="only the whole edit on the tiny networks")
     args = ap.parse_args()
     plan = PLANS[args.plan]
-    print(f"{plan.describe()} against the fp32 plan, on the CPU ({torch.get_num_threads()} threads)")
+    print(f"{plan.describe()} against the fp32 plan, on the CPU ({torch.get_num_threads()} threads)", flush=True)
     if not args.skip_full:
-        full_size(plan, args.samples)
+        full_size(plan, args.samples, args.size)
     whole_edit_tiny(plan)
 
 

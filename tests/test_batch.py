@@ -340,4 +340,5 @@ def test_two_servers_write_what_one_process_writes_and_resume_after_a_kill(refer
     assert res.returncode == 0, res.stderr
     _check_resumed(out, killed, expected)
     devices = {r["device"] for r in report(out) if r["status"] == "done"}
-    assert devices == {f"cpu at {a}", f"cpu at {b}"}  # both servers edited
+    assert {d.rsplit(" at ", 1)[1] for d in devices} == {a, b}  # both servers edited
+    assert all(d.startswith("cpu; precision: fp32 plan") for d in devices)  # the device each server reports

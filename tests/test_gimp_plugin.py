@@ -37,6 +37,7 @@ from hairclip_shared.editing import (
     empty_layer_message,
     layer_name,
 )
+from hairclip_shared.wording import stage_text
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN = ROOT / "plugin_gimp" / "hairclip" / "hairclip.py"
@@ -164,6 +165,10 @@ class FakeDrawable:
     def get_mask(self):
         return self.mask
 
+    def set_edit_mask(self, edit):
+        self.edit_mask = edit
+        self.mutate("set_edit_mask")
+
 
 class FakeImage:
     def __init__(self, w: int, h: int, base: str = "rgb", precision: str = "u8-non-linear"):
@@ -200,6 +205,10 @@ class FakeImage:
         assert parent is None
         self.layers.insert(position, layer)
         self.log.append(("mutate", layer.name, "insert_layer"))
+        return True
+
+    def set_selected_layers(self, layers):
+        self.selected = list(layers)
         return True
 
     def undo_group_start(self):
@@ -246,12 +255,65 @@ class FakeProcedure:
 class FakeConfig:
     def __init__(self, values: dict):
         self.values = values
+        self.handlers: dict[int, tuple[str, object]] = {}
 
     def get_property(self, name):
         return self.values[name]
 
     def set_property(self, name, value):
         self.values[name] = value
+        for signal, fn in list(self.handlers.values()):
+            if signal == f"notify::{name}":
+                fn(self, None)
+
+    def connect(self, signal, fn):
+        self.handlers[len(self.handlers) + 1] = (signal, fn)
+        return len(self.handlers)
+
+    def disconnect(self, handler):
+        del self.handlers[handler]
+
+
+class FakeWidget:
+    """A GTK widget: remembers what the plug-in set on it."""
+
+    def __init__(self, kind="widget", **props):
+        self.kind, self.visible, self.props, self.signals = kind, True, dict(props), {}
+        self.entry = FakeWidget("entry") if kind == "LabelEntry" else None
+        self.children: list = []
+        self.text = ""
+
+    def __getattr__(self, attr):
+        if attr.startswith("set_"):
+            return lambda *a, **k: self.props.__setitem__(attr[4:], a if len(a) != 1 else a[0])
+        raise AttributeError(attr)
+
+    def set_visible(self, visible):
+        self.visible = visible
+
+    def set_text(self, text):
+        self.text = text
+
+    def get_text(self):
+        return self.text
+
+    def get_entry(self):
+        return self.entry
+
+    def connect(self, signal, fn):
+        self.signals[signal] = fn
+
+    def append(self, item):
+        self.children.append(item)
+
+    def pack_start(self, child, *a):
+        self.children.append(child)
+
+    def show(self):
+        pass
+
+    def show_all(self):
+        pass
 
 
 class FakeColor:
@@ -277,17 +339,36 @@ class FakeChoice:
 class FakeDialog:
     answer = True
     shown: list = []
+    during_run = None  # a test's look at the dialog while it is open
 
     @classmethod
     def new(cls, procedure, config, title):
         dialog = cls()
+        dialog.procedure, dialog.config = procedure, config
+        dialog.widgets, dialog.content = {}, FakeWidget("box")
         cls.shown.append(title)
         return dialog
 
+    def get_widget(self, name, gtype):
+        if name not in self.widgets:
+            kind = {"string": "LabelEntry", "double": "LabelSpin"}.get(self.procedure.args[name][0], "widget")
+            self.widgets[name] = FakeWidget(kind)
+        return self.widgets[name]
+
+    def get_scale_entry(self, name, factor):
+        self.widgets.setdefault(name, FakeWidget("ScaleEntry"))
+        return self.widgets[name]
+
+    def get_content_area(self):
+        return self.content
+
     def fill(self, names):
-        pass
+        for name in self.procedure.args:
+            self.get_widget(name, None)
 
     def run(self):
+        if FakeDialog.during_run is not None:
+            FakeDialog.during_run(self)
         return self.answer
 
     def destroy(self):
@@ -321,12 +402,18 @@ def fake_gi() -> tuple[types.ModuleType, types.SimpleNamespace]:
     gegl = types.SimpleNamespace(init=lambda argv: None, Color=types.SimpleNamespace(new=FakeColor),
                                  Rectangle=types.SimpleNamespace(new=lambda x, y, w, h: (x, y, w, h)),
                                  AbyssPolicy=_enum("NONE"))
-    glib = types.SimpleNamespace(Error=lambda message=None: types.SimpleNamespace(message=message))
-    gobject = types.SimpleNamespace(ParamFlags=_enum("READWRITE"), Value=lambda gtype, value: value)
+    glib = types.SimpleNamespace(Error=lambda message=None: types.SimpleNamespace(message=message),
+                                 idle_add=lambda fn: fn(), timeout_add=lambda ms, fn: fn())
+    gobject = types.SimpleNamespace(ParamFlags=_enum("READWRITE"), Value=lambda gtype, value: value, TYPE_NONE=None)
+    gtk = types.SimpleNamespace(Label=lambda **k: FakeWidget("Label", **k), ListStore=lambda *t: FakeWidget("store"),
+                                EntryCompletion=lambda **k: FakeWidget("completion", **k),
+                                Menu=lambda: FakeWidget("menu"), MenuItem=lambda label: FakeWidget("item", label=label),
+                                EntryIconPosition=_enum("SECONDARY"))
     gimpui = types.SimpleNamespace(init=lambda name: None, ProcedureDialog=FakeDialog)
     babl = types.SimpleNamespace(format=lambda name: name)
     repo = types.ModuleType("gi.repository")
     repo.Gimp, repo.Gegl, repo.GLib, repo.GObject, repo.GimpUi, repo.Babl = gimp, gegl, glib, gobject, gimpui, babl
+    repo.Gtk = gtk
     gi = types.ModuleType("gi")
     gi.require_version = lambda name, version: None
     gi.repository = repo
@@ -485,9 +572,10 @@ def test_progress_bar_follows_the_servers_progress_stream(monkeypatch, server):
     image = FakeImage(40, 30)
     call(plugin, gimp, image, [photo(image)], server=server.endpoint)
     texts = [p[1] for p in gimp.progress if p[0] == "text"]
-    for stage in InvertTestEngine.stages:
-        assert f"HairCLIP: {stage}" in texts
-    assert ("update", 1.0) in gimp.progress and ("update", 0.5) in gimp.progress
+    for stage in InvertTestEngine.stages:  # the shared wording, never the internal stage names
+        assert f"HairCLIP: {stage_text(stage)}" in texts and f"HairCLIP: {stage}" not in texts
+    updates = [p[1] for p in gimp.progress if p[0] == "update"]
+    assert updates == sorted(updates) and 0 < updates[-1] < 1.0
     assert gimp.progress[0][0] == "init" and gimp.progress[-1] == ("end",)
 
 
@@ -620,6 +708,97 @@ def test_interactive_run_shows_the_dialog_and_cancel_changes_nothing(monkeypatch
     monkeypatch.setattr(FakeDialog, "answer", True)
     status, _ = call(plugin, gimp, image, [src], run_mode="INTERACTIVE", server=server.endpoint)
     assert status == gimp.PDBStatusType.SUCCESS and len(image.layers) == 2
+
+
+def _open_dialog(monkeypatch, server_endpoint, look, **overrides):
+    """Run the procedure interactively; `look(dialog, view)` runs while the dialog is open."""
+    plugin, gimp = load_plugin(monkeypatch)
+    image = FakeImage(40, 30)
+    src = photo(image)
+    seen = {}
+
+    def during(dialog):
+        seen["view"] = view = next(fn for sig, fn in dialog.config.handlers.values()
+                                   if sig == "notify::server").__self__
+        look(dialog, view)
+
+    monkeypatch.setattr(FakeDialog, "during_run", staticmethod(during))
+    monkeypatch.setattr(FakeDialog, "answer", False)
+    status, _ = call(plugin, gimp, image, [src], run_mode="INTERACTIVE", server=server_endpoint, **overrides)
+    assert status == gimp.PDBStatusType.CANCEL and "view" in seen
+    assert not seen["view"].config.handlers  # closing the dialog let go of the config
+    return seen["view"]
+
+
+def _shown(dialog) -> set[str]:
+    return {name for name, w in dialog.widgets.items() if w.visible}
+
+
+def test_dialog_shows_only_the_fields_of_the_chosen_modes(monkeypatch, server):
+    def look(dialog, view):
+        mode_fields = {"hairstyle", "hairstyle-ref", "hairstyle-ref-aligned", "colour", "rgb", "colour-ref",
+                       "colour-ref-aligned"}
+        assert _shown(dialog) & mode_fields == {"hairstyle", "colour"}  # both modes "in words"
+        dialog.config.set_property("colour-mode", "rgb")
+        assert _shown(dialog) & mode_fields == {"hairstyle", "rgb"}
+        dialog.config.set_property("hairstyle-mode", "reference")
+        assert _shown(dialog) & mode_fields == {"hairstyle-ref", "hairstyle-ref-aligned", "rgb"}
+        dialog.config.set_property("colour-mode", "none")
+        assert _shown(dialog) & mode_fields == {"hairstyle-ref", "hairstyle-ref-aligned"}
+        assert {"hairstyle-mode", "colour-mode", "strength", "faces", "server"} <= _shown(dialog)
+
+    _open_dialog(monkeypatch, server.endpoint, look)
+
+
+def test_dialog_offers_the_trained_presets_beside_free_text_and_strength_as_a_slider(monkeypatch, server):
+    from hairclip_shared.editing import COLOURS, HAIRSTYLES
+
+    def look(dialog, view):
+        assert dialog.widgets["strength"].kind == "ScaleEntry"  # a slider with its value, 0..2
+        for name, presets in (("hairstyle", HAIRSTYLES), ("colour", COLOURS)):
+            entry = dialog.widgets[name].entry
+            menu = entry._hairclip_menu
+            assert [i.props["label"] for i in menu.children] == list(presets)
+            menu.children[2].signals["activate"](menu.children[2])  # picking one fills the text field
+            assert entry.text == presets[2]
+            assert "completion" in entry.props  # typing still allowed, with completions
+        assert view.presets_count == {"hairstyle": len(HAIRSTYLES), "colour": len(COLOURS)}
+
+    _open_dialog(monkeypatch, server.endpoint, look)
+
+
+def _wait(cond, timeout=10.0) -> bool:
+    end = time.monotonic() + timeout
+    while not cond() and time.monotonic() < end:
+        time.sleep(0.02)
+    return cond()
+
+
+@pytest.mark.parametrize("alive", [True, False])
+def test_dialog_says_whether_the_server_answers_and_how_to_start_it(monkeypatch, server, alive):
+    endpoint = server.endpoint if alive else "tcp://127.0.0.1:9"
+
+    def look(dialog, view):
+        assert view.server_line in dialog.content.children
+        assert _wait(lambda: view.server_state != "connecting"), view.server_line.text
+        text = view.server_line.text
+        if alive:
+            assert view.server_state == "connected" and text.startswith("Server: Connected.")
+        else:
+            assert view.server_state == "not_running" and text.startswith("Server: Not running.")
+            assert "hairclip serve" in text and endpoint in text
+
+    _open_dialog(monkeypatch, endpoint, look)
+
+
+def test_after_apply_the_source_stays_active_and_no_mask_is_being_edited(monkeypatch, server):
+    plugin, gimp = load_plugin(monkeypatch)
+    image = FakeImage(40, 30)
+    src = photo(image)
+    status, layer = call(plugin, gimp, image, [src], server=server.endpoint)
+    assert status == gimp.PDBStatusType.SUCCESS
+    assert image.selected == [src]  # the next brush stroke lands on the photo, as in Krita
+    assert layer.edit_mask is False  # selecting the new layer edits its pixels, not its mask
 
 
 def test_server_not_running_tells_how_to_start_it(monkeypatch):

@@ -610,3 +610,74 @@ def test_dialog_widgets_follow_the_model(app, endpoint, monkeypatch):
     qapp.processEvents()
     assert "Added 'HairCLIP: afro, #7f3fbf (strength 1.5)'" in d.status.text() and not d.error.isVisibleTo(d)
     d.close()
+
+
+def _dialog(app, endpoint, monkeypatch):
+    monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
+    widgets = importlib.import_module(f"{_qt_binding()}.QtWidgets")
+    qapp = widgets.QApplication.instance() or widgets.QApplication([])
+    ui = importlib.import_module("hairclip_krita.ui")
+    loop = Loop(app)
+    m = _model(app, loop, endpoint)
+    return ui.EditDialog(m), m, loop, qapp
+
+
+@pytest.mark.skipif(_qt_binding() is None, reason="needs PyQt6 or PyQt5")
+def test_dialog_labels_come_from_the_shared_vocabulary(app, endpoint, monkeypatch):
+    from hairclip_shared.wording import COLOUR_MODE_LABELS, HAIRSTYLE_MODE_LABELS, SERVER_LABEL, STOP_EDIT
+
+    d, m, loop, qapp = _dialog(app, endpoint, monkeypatch)
+    assert [d.style_mode.itemText(i) for i in range(d.style_mode.count())] == list(HAIRSTYLE_MODE_LABELS.values())
+    assert [d.colour_mode.itemText(i) for i in range(d.colour_mode.count())] == list(COLOUR_MODE_LABELS.values())
+    assert d.server_label.text() == SERVER_LABEL + ":"  # the server row says what it is about
+    assert d.cancel_button.text() == STOP_EDIT and not d.cancel_button.isVisibleTo(d)  # only while a job runs
+    d.colour_mode.setCurrentIndex(d.colour_mode.findData("rgb"))
+    m.update(rgb="#7f3fbf")
+    assert d.rgb_hex.text() == "#7f3fbf" and d.rgb.text() == "" and not d.rgb.icon().isNull()
+    assert d.rgb.icon().pixmap(16, 16).toImage().pixelColor(8, 8).name() == "#7f3fbf"  # a swatch of the colour
+    d.close()
+
+
+@pytest.mark.skipif(_qt_binding() is None, reason="needs PyQt6 or PyQt5")
+def test_dialog_disables_apply_with_a_hint_until_a_reference_layer_is_chosen(app, endpoint, monkeypatch):
+    from hairclip_shared.wording import NEED_HAIRSTYLE_REF
+
+    d, m, loop, qapp = _dialog(app, endpoint, monkeypatch)
+    doc, src = photo_doc(app, 16, 8)
+    d._fill_layers()
+    assert d.apply_button.isEnabled() and not d.hint.isVisibleTo(d)
+    d.style_mode.setCurrentIndex(d.style_mode.findData("reference"))
+    assert not d.apply_button.isEnabled() and d.hint.isVisibleTo(d) and d.hint.text() == NEED_HAIRSTYLE_REF
+    d.style_ref.setCurrentIndex(1)  # the first layer in the list
+    assert m.settings.hairstyle_ref and d.apply_button.isEnabled() and not d.hint.isVisibleTo(d)
+    d.close()
+
+
+@pytest.mark.skipif(_qt_binding() is None, reason="needs PyQt6 or PyQt5")
+def test_switching_to_a_dead_server_clears_the_outcome_and_disables_apply(app, endpoint, monkeypatch):
+    from hairclip_shared.wording import NEED_SERVER
+
+    d, m, loop, qapp = _dialog(app, endpoint, monkeypatch)
+    doc, src = photo_doc(app, 16, 8)
+    d.apply_button.click()
+    assert d.cancel_button.isVisibleTo(d) and d.cancel_button.isEnabled()
+    assert loop.run(lambda: not m.busy, tick=m.tick)
+    assert "Added 'HairCLIP" in d.status.text() and not d.cancel_button.isVisibleTo(d)
+    d.endpoint.setText("tcp://127.0.0.1:9")
+    d.endpoint.editingFinished.emit()
+    assert d.status.text() == "" and m.last is None  # no stale success line
+    m.tick()
+    assert m.server_state == "not_running" and not d.apply_button.isEnabled() and d.hint.text() == NEED_SERVER
+    assert "hairclip serve" in d.server_help.text() and d.server_help.isVisibleTo(d)
+    d.close()
+
+
+def test_progress_is_not_full_while_the_result_is_still_arriving(app, loop, endpoint, engine):
+    m = _model(app, loop, endpoint)
+    photo_doc(app, 16, 8)
+    m.apply()
+    seen = []
+    assert loop.run(lambda: not m.busy, tick=lambda: (m.tick(), seen.append((m.task.stage, m.progress))))
+    receiving = [p for stage, p in seen if stage in ("receiving", "inserting")]
+    assert receiving and max(receiving) < 1.0
+    assert [p for _, p in seen] == sorted(p for _, p in seen)

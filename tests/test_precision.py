@@ -15,7 +15,7 @@ import pytest
 import torch
 from clip.model import convert_weights
 
-from hairclip.bench import _run_one, layer_difference, run_gpu_check
+from hairclip.bench import _run_one, layer_difference, run_gpu_check, run_pipeline
 from hairclip.cli import main
 from hairclip.images import from_wire, save_image, to_wire
 from hairclip.nets.mapper import tokenize
@@ -170,3 +170,11 @@ def test_bench_models_reports_the_dtypes_the_pipeline_runs():
     row = _run_one("mapper+text", "cpu", repeat=1, warmup=0, precision="gpu")
     dtypes = PLANS["gpu"].dtypes()
     assert row["plan"] == "gpu" and row["dtype"] == f"CLIP {dtypes['clip']}, mapper {dtypes['mapper']}"
+
+
+def test_bench_pipeline_prints_the_dtypes_the_pipeline_ran(capsys):
+    assert run_pipeline("cpu", repeat=1, size=256, precision="gpu", tiny=True) == 0
+    printed = capsys.readouterr().out
+    dtypes = PLANS["gpu"].dtypes()
+    assert f"precision: {GPU_PLAN}" in printed
+    assert "dtypes ran: " + ", ".join(f"{k} {v}" for k, v in dtypes.items()) in printed

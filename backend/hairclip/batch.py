@@ -93,6 +93,8 @@ def inputs_record(args: argparse.Namespace, photo_sha: str, refs_sha: dict[str, 
            "strength": args.strength, "faces": args.faces, "selection": args.selection, "aligned": args.aligned,
            "layer": bool(args.layer), "save_aligned": bool(args.save_aligned), "models": models,
            "hairclip": __version__}
+    if getattr(args, "whole_hair", None) is not None:  # --whole-hair/--crop-only; absent: the default
+        rec["whole_hair"] = args.whole_hair
     return json.loads(json.dumps(rec))  # tuples become lists, as they come back from the file
 
 

@@ -28,6 +28,8 @@ class Outcome:
     timings: dict[str, float]
     aligned: list[dict[str, np.ndarray]]  # per face: edited, inversion, aligned, mask (uint8 images)
     detectors: list[str] = field(default_factory=list)  # per face: which detector found it
+    hair_outside_crop: float | None = None  # of the original hair, the fraction outside the face crops
+    whole_hair: bool = False  # that hair was recoloured too
 
 
 def _faces(value: str) -> str | int:
@@ -90,14 +92,16 @@ class InProcess:
                           hairstyle_ref=refs["hairstyle"], color_ref=refs["color"],
                           hairstyle_ref_aligned="hairstyle_ref" in aligned, color_ref_aligned="colour_ref" in aligned)
         opts = EditOptions(strength=args.strength, faces=args.faces, selection=args.selection,
-                           aligned="source" in aligned, return_aligned=bool(args.save_aligned))
+                           aligned="source" in aligned, return_aligned=bool(args.save_aligned),
+                           whole_hair=getattr(args, "whole_hair", None))
         result = self.editor.edit(photo, cond, opts)
         aligned = [{"edited": to_uint8(f.edited), "inversion": to_uint8(f.inversion),
                     "aligned": f.state.aligned.image1024,
                     "mask": (f.mask.clamp(0, 1) * 255).round().byte().cpu().numpy()}
                    for f in result.faces] if args.save_aligned else []
         boxes = [(x0, y0, x1 - x0, y1 - y0) for x0, y0, x1, y1 in result.boxes]
-        return Outcome(result.layer, boxes, result.timings, aligned, [f.state.source for f in result.faces])
+        return Outcome(result.layer, boxes, result.timings, aligned, [f.state.source for f in result.faces],
+                       result.hair_outside_crop, result.whole_hair)
 
 
 class OnServer:
@@ -124,7 +128,7 @@ class OnServer:
             hairstyle_ref=to_wire(refs["hairstyle"]) if refs["hairstyle"] is not None else None,
             colour_ref=to_wire(refs["color"]) if refs["color"] is not None else None,
             strength=args.strength, faces=args.faces, selection=args.selection,
-            return_aligned=bool(args.save_aligned), preview=False,
+            return_aligned=bool(args.save_aligned), preview=False, whole_hair=getattr(args, "whole_hair", None),
             aligned=tuple(r for r in aligned_roles(args) if r == "source" or refs[_REF_ROLES[r]] is not None))
         job = self.client.submit(req)
         result = job.result(timeout=args.job_timeout)
@@ -136,8 +140,9 @@ class OnServer:
             for i in range(len(result.faces)):
                 images = result.aligned[i * per_face:(i + 1) * per_face]
                 aligned.append({name: np.array(from_wire(im)) for name, im in zip(order, images, strict=False)})
+        outside = result.meta.get("hair_outside_crop")  # absent from servers older than the field
         return Outcome(layer, [tuple(f.bbox) for f in result.faces], result.timings, aligned,
-                       list(result.meta.get("detectors", [])))
+                       list(result.meta.get("detectors", [])), outside, bool(result.meta.get("whole_hair")))
 
 
 _REF_ROLES = {"hairstyle_ref": "hairstyle", "colour_ref": "color"}
@@ -191,7 +196,20 @@ def _cmd_edit(args: argparse.Namespace) -> int:
     where = ", ".join(f"{x},{y} {w}x{h}" + (f" by {d}" if d else "")
                       for (x, y, w, h), d in zip(outcome.boxes, found, strict=True))
     print(f"{path.name}: {len(outcome.boxes)} face(s) edited ({where}) in {time.perf_counter() - t0:.1f} s -> {out}")
+    if note := hair_outside_note(outcome):
+        print(f"{path.name}: {note}")
     return 0
+
+
+def hair_outside_note(outcome: Outcome) -> str:
+    """One line on the hair beyond the face crops: recoloured, or left as it was (and how to change that)."""
+    share = outcome.hair_outside_crop
+    if share is None or share < 0.005:
+        return ""
+    if outcome.whole_hair:
+        return f"{share:.0%} of the hair lies outside the face crop(s); it was recoloured to match (--crop-only to not)"
+    return (f"{share:.0%} of the hair lies outside the face crop(s) and keeps its old look; --whole-hair recolours "
+            "it, or paint it over")
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -221,6 +239,12 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
                    help="only the hairstyle reference is an aligned face crop")
     p.add_argument("--aligned-color-ref", "--aligned-colour-ref", dest="aligned_color_ref", action="store_true",
                    help="only the colour reference is an aligned face crop")
+    whole = p.add_mutually_exclusive_group()
+    whole.add_argument("--whole-hair", dest="whole_hair", action="store_true", default=None,
+                       help="also recolour the hair beyond the face crop (long hair), by a Lab transfer to the "
+                            "edited hair's colour; the default for colour-only edits")
+    whole.add_argument("--crop-only", dest="whole_hair", action="store_false",
+                       help="edit only inside the face crop, as before (the default when a hairstyle is given)")
     p.add_argument("--save-aligned", type=Path, metavar="DIR",
                    help="also write the aligned crop, inversion, edit and mask of each face here")
     p.add_argument("--layer", type=Path, help="also write the RGBA hair layer (file, or folder for several)")

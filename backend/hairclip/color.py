@@ -52,6 +52,12 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return total / torch.where(area == 0, torch.ones_like(area), area)
 
 
+def masked_std(x: torch.Tensor, mask: torch.Tensor, mean: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-image channel standard deviations inside ``mask`` (weighted like `masked_mean`)."""
+    mean = masked_mean(x, mask) if mean is None else mean
+    return masked_mean((x - mean) ** 2, mask).sqrt()
+
+
 def parse_rgb(text: str | tuple[int, int, int] | list[int]) -> tuple[int, int, int]:
     """``'#RRGGBB'``, ``'RRGGBB'``, ``'r,g,b'`` or three ints in 0..255."""
     if isinstance(text, (tuple, list)):

@@ -58,7 +58,9 @@ class PipelineEngine:
         elif isinstance(selection, Image):
             selection = from_wire(selection) > 0
         options = EditOptions(strength=request.strength, faces=request.faces, selection=selection,
-                              aligned="source" in request.aligned, return_aligned=request.return_aligned)
+                              aligned="source" in request.aligned, return_aligned=request.return_aligned,
+                              whole_hair=request.whole_hair)
+
         def first_picture(image: np.ndarray) -> None:  # streamed as a progress preview before the final layer
             ctx.progress("first_picture", 1.0, preview=to_wire(image))
 
@@ -143,7 +145,8 @@ class PipelineEngine:
         layer = to_wire(convert_depth(result.layer, depth), channels, depth)
         meta = {"strength": result.strength, "faces_edited": len(result.faces),
                 "detectors": [f.state.source for f in result.faces],  # which detector found each face
-                "aligned_order": ["edited", "aligned", "mask", "inversion"] if aligned else []}
+                "aligned_order": ["edited", "aligned", "mask", "inversion"] if aligned else [],
+                "hair_outside_crop": round(result.hair_outside_crop, 4), "whole_hair": result.whole_hair}
         return WireResult(layer, faces, result.timings, extra, meta)
 
     def close(self) -> None:

@@ -10,7 +10,10 @@ hairclip_shared.editing, which the Krita plug-in shares.
 
 from __future__ import annotations
 
+import json
+import os
 import sys
+import threading
 from pathlib import Path
 
 # `hairclip install-plugin gimp` puts the shared package beside this file, and pyzmq/msgpack in vendor/
@@ -26,7 +29,8 @@ gi.require_version("Gimp", "3.0")
 gi.require_version("GimpUi", "3.0")
 gi.require_version("Gegl", "0.4")
 gi.require_version("Babl", "0.1")
-from gi.repository import Babl, Gegl, Gimp, GimpUi, GLib, GObject  # noqa: E402
+gi.require_version("Gtk", "3.0")
+from gi.repository import Babl, Gegl, Gimp, GimpUi, GLib, GObject, Gtk  # noqa: E402
 
 try:
     from hairclip_shared import Accepted, Client, EditResult, HairclipError, Image, Progress, ServerNotRunning
@@ -48,16 +52,30 @@ try:
         split_alpha,
         to_wire,
     )
+    from hairclip_shared.wording import (
+        COLOUR_MODE_LABELS,
+        FACE_LABELS,
+        FIELD_HELP,
+        FIELD_LABELS,
+        HAIRSTYLE_MODE_LABELS,
+        SERVER_LABEL,
+        SERVER_STATES,
+        active_fields,
+        overall_fraction,
+        stage_text,
+    )
     _MISSING = None
 except ImportError as e:  # the menu entry stays, and says what to install
     _MISSING = e
 
 PROC = "plug-in-hairclip"
 RW = GObject.ParamFlags.READWRITE
-MODE_LABELS = {"none": "Keep as it is", "text": "Text", "reference": "Copy from a layer", "rgb": "Exact colour"}
-FACE_LABELS = {"all": "All faces", "selection": "Faces in the selection"}
-STAGE_LABELS = {"queued": "waiting for the server"}
 CONNECT_TIMEOUT = 5.0  # s; a running server answers within milliseconds, and heartbeats every second mid-job
+PROBE_TIMEOUT = 2.0  # s; the dialog's "is the server there?" check, off the GTK thread
+# The arguments that belong to one mode; the dialog hides those the chosen modes do not use.
+MODE_FIELDS = ("hairstyle", "hairstyle-ref", "hairstyle-ref-aligned", "colour", "rgb", "colour-ref",
+               "colour-ref-aligned")
+DIALOG_STATE = "HAIRCLIP_DIALOG_STATE"  # a JSON file the dialog describes itself in (for tests, bug reports)
 
 
 class Failure(Exception):
@@ -77,34 +95,43 @@ def _choice(values: tuple[str, ...], labels: dict[str, str]) -> Gimp.Choice:
     return choice
 
 
+def mnemonics(labels: dict[str, str]) -> dict[str, str]:
+    """GTK wants a keyboard mnemonic in every field label: each label's first letter no other label took."""
+    used: set[str] = set()
+    out = {}
+    for key, text in labels.items():
+        i = next((i for i, c in enumerate(text) if c.isalpha() and c.lower() not in used), None)
+        if i is not None:
+            used.add(text[i].lower())
+        out[key] = text if i is None else text[:i] + "_" + text[i:]
+    return out
+
+
 def add_arguments(procedure: Gimp.Procedure) -> None:
     """The procedure's typed arguments: EditSettings field for field, with GIMP layers for the references."""
     d = EditSettings()
     hairstyles, colours = presets(None)
-    procedure.add_choice_argument("hairstyle-mode", "_Hairstyle", "How to choose the hairstyle",
-                                  _choice(HAIRSTYLE_MODES, MODE_LABELS), d.hairstyle_mode, RW)
-    procedure.add_string_argument("hairstyle", "Hairstyle _text",
-                                  "A hairstyle in words; trained ones: " + ", ".join(hairstyles), d.hairstyle, RW)
-    procedure.add_layer_argument("hairstyle-ref", "Hairstyle refere_nce", "The layer whose hairstyle to copy",
-                                 True, RW)
-    procedure.add_choice_argument("hairstyle-ref-aligned", "Hairstyle reference alignment", ALIGNED_RULE,
+    label, help_ = mnemonics(FIELD_LABELS), FIELD_HELP  # the words the Krita dialog uses too
+    procedure.add_choice_argument("hairstyle-mode", label["hairstyle_mode"], help_["hairstyle_mode"],
+                                  _choice(HAIRSTYLE_MODES, HAIRSTYLE_MODE_LABELS), d.hairstyle_mode, RW)
+    procedure.add_string_argument("hairstyle", label["hairstyle"],
+                                  help_["hairstyle"] + "; trained ones: " + ", ".join(hairstyles), d.hairstyle, RW)
+    procedure.add_layer_argument("hairstyle-ref", label["hairstyle_ref"], help_["hairstyle_ref"], True, RW)
+    procedure.add_choice_argument("hairstyle-ref-aligned", label["hairstyle_ref_aligned"], ALIGNED_RULE,
                                   _choice(ALIGNED_MODES, ALIGNED_LABELS), d.hairstyle_ref_aligned, RW)
-    procedure.add_choice_argument("colour-mode", "Hair colo_ur", "How to choose the hair colour",
-                                  _choice(COLOUR_MODES, MODE_LABELS), d.colour_mode, RW)
-    procedure.add_string_argument("colour", "Colour te_xt",
-                                  "A hair colour in words; trained ones: " + ", ".join(colours), d.colour, RW)
+    procedure.add_choice_argument("colour-mode", label["colour_mode"], help_["colour_mode"],
+                                  _choice(COLOUR_MODES, COLOUR_MODE_LABELS), d.colour_mode, RW)
+    procedure.add_string_argument("colour", label["colour"],
+                                  help_["colour"] + "; trained ones: " + ", ".join(colours), d.colour, RW)
     rgb = Gegl.Color.new(d.rgb)
-    procedure.add_color_argument("rgb", "Exact colour (RG_B)", "The exact hair colour", False, rgb, RW)
-    procedure.add_layer_argument("colour-ref", "Colour refer_ence", "The layer whose hair colour to copy",
-                                 True, RW)
-    procedure.add_choice_argument("colour-ref-aligned", "Colour reference alignment", ALIGNED_RULE,
+    procedure.add_color_argument("rgb", label["rgb"], help_["rgb"], False, rgb, RW)
+    procedure.add_layer_argument("colour-ref", label["colour_ref"], help_["colour_ref"], True, RW)
+    procedure.add_choice_argument("colour-ref-aligned", label["colour_ref_aligned"], ALIGNED_RULE,
                                   _choice(ALIGNED_MODES, ALIGNED_LABELS), d.colour_ref_aligned, RW)
-    procedure.add_double_argument("strength", "Stren_gth",
-                                  "1 is the edit as trained, 0 leaves the hair as it is, above 1 exaggerates",
-                                  0.0, 2.0, d.strength, RW)
-    procedure.add_choice_argument("faces", "_Faces", "Which faces to edit", _choice(FACE_MODES, FACE_LABELS),
+    procedure.add_double_argument("strength", label["strength"], help_["strength"], 0.0, 2.0, d.strength, RW)
+    procedure.add_choice_argument("faces", label["faces"], help_["faces"], _choice(FACE_MODES, FACE_LABELS),
                                   d.faces, RW)
-    procedure.add_string_argument("server", "Ser_ver", "The HairCLIP server's address", d.endpoint, RW)
+    procedure.add_string_argument("server", label["endpoint"], help_["endpoint"], d.endpoint, RW)
     procedure.add_layer_return_value("layer", "Layer", "The new hair layer", False, RW)
 
 
@@ -161,12 +188,131 @@ def missing_message(err: ImportError) -> str:
 
 
 def show_dialog(procedure, config) -> bool:
+    """GIMP's dialog for the arguments, plus: only the chosen modes' fields, the trained presets as a list
+    beside free text, strength as a slider, and whether the server answers (with the command that starts it)."""
     GimpUi.init("hairclip")
     dialog = GimpUi.ProcedureDialog.new(procedure, config, "HairCLIP")
+    dialog.get_scale_entry("strength", 1.0)  # made before fill(), so fill() lays out the slider
     dialog.fill(None)
+    view = DialogView(dialog, config)
     ok = dialog.run()
+    view.close()
     dialog.destroy()
     return ok
+
+
+class DialogView:
+    """What GIMP's generated dialog lacks, on top of it; GTK calls only from GIMP's main (GTK) thread."""
+
+    def __init__(self, dialog, config):
+        self.dialog, self.config = dialog, config
+        self.widgets = {name: dialog.get_widget(name, GObject.TYPE_NONE) for name in MODE_FIELDS}
+        self.presets_count = {}
+        hairstyles, colours = presets(None)
+        for name, items in (("hairstyle", hairstyles), ("colour", colours)):
+            self.presets_count[name] = add_preset_list(self.widgets[name], items)
+        self.server_state, self.server_help = "connecting", ""
+        self.server_line = Gtk.Label(xalign=0.0)
+        self.server_line.set_line_wrap(True)
+        self.server_line.set_selectable(True)
+        dialog.get_content_area().pack_start(self.server_line, False, False, 6)
+        self.server_line.show()
+        self._probe_n = 0
+        self._closed = False
+        self._handlers = [config.connect(f"notify::{p}", self._follow_modes) for p in ("hairstyle-mode", "colour-mode")]
+        self._handlers.append(config.connect("notify::server", self._server_changed))
+        self._follow_modes()
+        self.probe()
+        self._state_file = os.environ.get(DIALOG_STATE)
+        if self._state_file:
+            GLib.timeout_add(300, self._write_state)
+
+    def _follow_modes(self, *_) -> None:
+        on = active_fields(self.config.get_property("hairstyle-mode"), self.config.get_property("colour-mode"))
+        for name, widget in self.widgets.items():
+            if widget is not None:
+                widget.set_visible(name.replace("-", "_") in on)
+
+    def _server_changed(self, *_) -> None:
+        """Typing an address: ask once the typing rests, not at every key."""
+        self._probe_n += 1
+        n = self._probe_n
+        GLib.timeout_add(500, lambda: n == self._probe_n and not self._closed and self.probe() and False)
+
+    def probe(self) -> None:
+        """Ask the server for `hello` off the GTK thread; the answer updates the connection line."""
+        self._probe_n += 1
+        n, endpoint = self._probe_n, self.config.get_property("server") or EditSettings().endpoint
+        self._show_server("connecting", f"{endpoint}")
+
+        def ask() -> None:
+            try:
+                with Client(endpoint, timeout=PROBE_TIMEOUT, name="gimp-dialog") as client:
+                    info = client.info
+                state, text = "connected", f"{info.server} on {info.device}" if info else endpoint
+            except ServerNotRunning:
+                state, text = "not_running", not_running_message(endpoint)
+            except HairclipError as e:
+                state, text = "failed", e.message
+            except Exception as e:  # noqa: BLE001 - shown as is
+                state, text = "failed", f"{type(e).__name__}: {e}"
+            GLib.idle_add(lambda: n == self._probe_n and not self._closed and self._show_server(state, text))
+
+        threading.Thread(target=ask, daemon=True).start()
+
+    def _show_server(self, state: str, text: str) -> bool:
+        self.server_state, self.server_help = state, text
+        self.server_line.set_text(f"{SERVER_LABEL}: {SERVER_STATES.get(state, state)}. {text}")
+        return False
+
+    def _write_state(self) -> bool:
+        """Describe the dialog (field visibility and position, the server line) for a test outside GIMP."""
+        if self._closed:
+            return False
+        fields = {}
+        for name in (*MODE_FIELDS, "hairstyle-mode", "colour-mode", "strength", "server"):
+            w = self.dialog.get_widget(name, GObject.TYPE_NONE)
+            alloc = w.get_allocation()
+            xy = w.translate_coordinates(self.dialog, 0, 0) or (alloc.x, alloc.y)
+            fields[name] = {"visible": w.get_visible() and w.get_mapped(), "type": type(w).__name__,
+                            "x": xy[0], "y": xy[1], "w": alloc.width, "h": alloc.height}
+        state = {"fields": fields, "server_state": self.server_state, "server_line": self.server_line.get_text(),
+                 "presets": self.presets_count}
+        tmp = self._state_file + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(state, f)
+        os.replace(tmp, self._state_file)
+        return True
+
+    def close(self) -> None:
+        self._closed = True
+        for h in self._handlers:
+            self.config.disconnect(h)
+
+
+def add_preset_list(labeled_entry, items: list[str]) -> int:
+    """The trained presets as a drop-down on the text field (an arrow in the entry), and as completions while
+    typing; any other text stays allowed. Returns how many presets the list holds."""
+    entry = labeled_entry.get_entry() if labeled_entry is not None else None
+    if entry is None:
+        return 0
+    store = Gtk.ListStore(str)
+    for item in items:
+        store.append([item])
+    completion = Gtk.EntryCompletion(model=store, minimum_key_length=0, popup_completion=True)
+    completion.set_text_column(0)
+    entry.set_completion(completion)
+    entry.set_icon_from_icon_name(Gtk.EntryIconPosition.SECONDARY, "pan-down-symbolic")
+    entry.set_icon_tooltip_text(Gtk.EntryIconPosition.SECONDARY, "Trained presets")
+    menu = Gtk.Menu()
+    for item in items:
+        mi = Gtk.MenuItem(label=item)
+        mi.connect("activate", lambda _mi, text=item: entry.set_text(text))
+        menu.append(mi)
+    menu.show_all()
+    entry.connect("icon-press", lambda _e, _pos, event: menu.popup_at_pointer(event))
+    entry._hairclip_menu = menu  # keep the menu alive as long as the entry
+    return len(items)
 
 
 def srgb_bytes(colour) -> bytes:
@@ -248,16 +394,16 @@ def run_job(settings: EditSettings, request) -> EditResult:
     When the user cancels the progress, GIMP kills this process; the heartbeats stop and the server's
     lease cancels the job, so nothing needs doing here.
     """
-    Gimp.progress_init("HairCLIP: connecting")
+    Gimp.progress_init("HairCLIP: " + stage_text("connecting"))
     try:
         with Client(settings.endpoint, timeout=CONNECT_TIMEOUT, name="gimp") as client:
             job = client.submit(request)
             for event in job.events():
                 if isinstance(event, Accepted) and event.position > 0:
-                    Gimp.progress_set_text(f"HairCLIP: waiting ({event.position} ahead)")
+                    Gimp.progress_set_text("HairCLIP: " + stage_text("queued", event.position))
                 elif isinstance(event, Progress):
-                    Gimp.progress_set_text("HairCLIP: " + STAGE_LABELS.get(event.stage, event.stage.replace("_", " ")))
-                    Gimp.progress_update(event.fraction)
+                    Gimp.progress_set_text("HairCLIP: " + stage_text(event.stage))
+                    Gimp.progress_update(overall_fraction(event.stage, event.fraction))
                 elif isinstance(event, EditResult):
                     return event
     except ServerNotRunning as e:
@@ -306,9 +452,12 @@ def add_result_layer(image, src, name: str, colour: bytes, babl: str, alpha: byt
         mask = layer.create_mask(Gimp.AddMaskType.WHITE)
         layer.add_mask(mask)
         write_pixels(mask, "Y u8", alpha)
+        # A new mask is the drawable being edited by default; the next brush stroke would land on it.
+        layer.set_edit_mask(False)
         image.insert_layer(layer, src.get_parent(), image.get_item_position(src))
     finally:
         image.undo_group_end()
+    image.set_selected_layers([src])  # inserting selected the new layer; keep the source active, as Krita does
     return layer
 
 

@@ -31,6 +31,7 @@ from hairclip_shared.protocol import (
     Progress,
     ServerNotRunning,
 )
+from hairclip_shared.wording import NEED_COLOUR_REF, NEED_HAIRSTYLE_REF
 
 from . import kritadoc
 
@@ -212,7 +213,7 @@ class EditTask:
             if mode == "reference":
                 ref_node = kritadoc.find_node(doc, rid) if rid else None
                 if ref_node is None:
-                    raise BadRequest(f"Choose the layer whose {role} to copy.")
+                    raise BadRequest(NEED_HAIRSTYLE_REF if role == "hairstyle" else NEED_COLOUR_REF)
                 refs[role] = kritadoc.read_layer(doc, ref_node, f"{role} reference")
         sel = kritadoc.read_selection(doc, src.rect) if s.faces == "selection" else None
         if s.faces == "selection" and sel is None:
@@ -285,7 +286,7 @@ class EditTask:
         if (layer.width, layer.height) != (src.rect.w, src.rect.h):
             raise BadRequest(f"The server returned a {layer.width}x{layer.height} layer for a "
                              f"{src.rect.w}x{src.rect.h} source.")
-        self.state, self.stage, self.fraction = "converting", "receiving", 1.0
+        self.state, self.stage, self.fraction = "converting", "receiving", 0.0
         self._future = self.pool.submit(
             lambda: split_alpha(from_wire(layer, src.layout), src.layout, alpha_from=src.data))
 

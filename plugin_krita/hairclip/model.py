@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from hairclip_shared.editing import EditSettings, presets
+from hairclip_shared.wording import NEED_SERVER, missing_input, overall_fraction, stage_text
 
 from . import kritadoc
 from .jobs import CallLater, Connection, EditTask, error_text
@@ -75,13 +76,21 @@ class EditModel:
         t = self.task
         if t is None or t.finished:
             return self.note
-        if t.state == "running" and t.stage == "queued" and t.position:
-            return f"Waiting: {t.position} job(s) ahead"
-        return (t.stage or t.state).replace("_", " ").capitalize()
+        return stage_text(t.stage or t.state, t.position)
 
     @property
     def progress(self) -> float:
-        return self.task.fraction if self.busy else 0.0
+        """The whole edit's progress, 0..1; it reaches 1 only once the edit is done (the bar then hides)."""
+        return overall_fraction(self.task.stage, self.task.fraction) if self.busy else 0.0
+
+    @property
+    def apply_hint(self) -> str:
+        """Why Apply cannot run now ("" when it can): the dialog disables Apply and shows this instead."""
+        if self.server_state in ("not_running", "failed"):
+            return NEED_SERVER
+        s = self.settings
+        ids = {nid for nid, _ in self.layers()} if "reference" in (s.hairstyle_mode, s.colour_mode) else set()
+        return missing_input(s, s.hairstyle_ref in ids, s.colour_ref in ids)
 
     def layers(self) -> list[tuple[str, str]]:
         return kritadoc.list_layers(self.krita.activeDocument())
@@ -101,6 +110,8 @@ class EditModel:
         old, self.settings = self.settings, new
         self.store.save(new)
         if new.endpoint != old.endpoint:
+            # Another server: what the last one said (the outcome line, its result to re-render) is stale.
+            self.note, self.error, self.last = "", "", None
             self.connection.close()
             self.connection = self._connection_factory(new.endpoint)
             self.connect()

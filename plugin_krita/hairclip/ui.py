@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
-from hairclip_shared.editing import ALIGNED_LABELS, ALIGNED_MODES, ALIGNED_RULE
+from hairclip_shared.editing import ALIGNED_LABELS, ALIGNED_MODES, ALIGNED_RULE, COLOUR_MODES, HAIRSTYLE_MODES
+from hairclip_shared.editing import FACE_MODES as FACES
 from hairclip_shared.protocol import parse_rgb
+from hairclip_shared.wording import (
+    COLOUR_MODE_LABELS,
+    FACE_LABELS,
+    FIELD_HELP,
+    FIELD_LABELS,
+    HAIRSTYLE_MODE_LABELS,
+    SERVER_LABEL,
+    SERVER_STATES,
+    STOP_EDIT,
+    active_fields,
+)
 
 from .model import EditModel
 from .qt import QtCore, QtGui, QTimer, QtWidgets
 
 W = QtWidgets
-STYLE_MODES = (("Keep the hairstyle", "none"), ("Hairstyle in words", "text"),
-               ("Hairstyle of a layer", "reference"))
-COLOUR_MODES = (("Keep the colour", "none"), ("Colour in words", "text"), ("Exact colour (RGB)", "rgb"),
-                ("Colour of a layer", "reference"))
-FACE_MODES = (("All faces", "all"), ("Faces inside the selection", "selection"))
+STYLE_MODES = tuple((HAIRSTYLE_MODE_LABELS[m], m) for m in HAIRSTYLE_MODES)
+COLOUR_CHOICES = tuple((COLOUR_MODE_LABELS[m], m) for m in COLOUR_MODES)
+FACE_MODES = tuple((FACE_LABELS[m], m) for m in FACES)
 ALIGNED = tuple((ALIGNED_LABELS[m], m) for m in ALIGNED_MODES)
-SERVER_TEXT = {"idle": "Not connected", "connecting": "Connecting...", "connected": "Connected",
-               "not_running": "Not running", "failed": "Connection failed"}
+SWATCH = 16  # px: the exact colour's swatch on its button
 
 
 def _combo(items) -> W.QComboBox:
@@ -42,10 +51,12 @@ class EditDialog(W.QDialog):
         root = W.QVBoxLayout(self)
 
         server = W.QHBoxLayout()
+        self.server_label = W.QLabel(SERVER_LABEL + ":")
         self.server_state = W.QLabel()
         self.endpoint = W.QLineEdit()
-        self.endpoint.setToolTip("The HairCLIP server's address (hairclip serve --bind ...)")
+        self.endpoint.setToolTip(FIELD_HELP["endpoint"])
         self.retry = W.QPushButton("Retry")
+        server.addWidget(self.server_label)
         server.addWidget(self.server_state)
         server.addWidget(self.endpoint, 1)
         server.addWidget(self.retry)
@@ -64,19 +75,30 @@ class EditDialog(W.QDialog):
         self.style_text.setEditable(True)
         self.style_ref = W.QComboBox()
         self.style_aligned = _combo(ALIGNED)
-        form.addRow("Hairstyle:", self.style_mode)
+        form.addRow(FIELD_LABELS["hairstyle_mode"] + ":", self.style_mode)
         form.addRow("", self.style_text)
         form.addRow("", self.style_ref)
         form.addRow("", self.style_aligned)
-        self.colour_mode = _combo(COLOUR_MODES)
+        self.colour_mode = _combo(COLOUR_CHOICES)
         self.colour_text = W.QComboBox()
         self.colour_text.setEditable(True)
-        self.rgb = W.QPushButton()
+        # A swatch to click, with the hex code beside it: as button text, Krita would underline one of its
+        # characters as a shortcut.
+        self.rgb = W.QToolButton()
+        self.rgb.setIconSize(QtCore.QSize(SWATCH, SWATCH))
+        self.rgb.setToolTip(FIELD_HELP["rgb"])
+        self.rgb_hex = W.QLabel()
+        self.rgb_hex.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.rgb_row = W.QWidget()
+        rgb_row = W.QHBoxLayout(self.rgb_row)
+        rgb_row.setContentsMargins(0, 0, 0, 0)
+        rgb_row.addWidget(self.rgb)
+        rgb_row.addWidget(self.rgb_hex, 1)
         self.colour_ref = W.QComboBox()
         self.colour_aligned = _combo(ALIGNED)
-        form.addRow("Colour:", self.colour_mode)
+        form.addRow(FIELD_LABELS["colour_mode"] + ":", self.colour_mode)
         form.addRow("", self.colour_text)
-        form.addRow("", self.rgb)
+        form.addRow("", self.rgb_row)
         form.addRow("", self.colour_ref)
         form.addRow("", self.colour_aligned)
         for box in (self.style_aligned, self.colour_aligned):
@@ -84,13 +106,13 @@ class EditDialog(W.QDialog):
         strength = W.QHBoxLayout()
         self.strength = W.QSlider(QtCore.Qt.Orientation.Horizontal)
         self.strength.setRange(0, 200)
-        self.strength.setToolTip("1.0 is the edit as trained; moving it re-renders the last result")
+        self.strength.setToolTip(FIELD_HELP["strength"] + "; moving it re-renders the last result")
         self.strength_value = W.QLabel()
         strength.addWidget(self.strength, 1)
         strength.addWidget(self.strength_value)
-        form.addRow("Strength:", strength)
+        form.addRow(FIELD_LABELS["strength"] + ":", strength)
         self.faces = _combo(FACE_MODES)
-        form.addRow("Faces:", self.faces)
+        form.addRow(FIELD_LABELS["faces"] + ":", self.faces)
         root.addLayout(form)
 
         self.progress = W.QProgressBar()
@@ -102,11 +124,14 @@ class EditDialog(W.QDialog):
         self.error.setWordWrap(True)
         self.error.setStyleSheet("color: #d04040")
         self.error.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
-        for w in (self.progress, self.status, self.preview, self.error):
+        self.hint = W.QLabel()  # why Apply is disabled
+        self.hint.setWordWrap(True)
+        for w in (self.progress, self.status, self.preview, self.error, self.hint):
             root.addWidget(w)
         buttons = W.QDialogButtonBox()
         self.apply_button = buttons.addButton("Apply", W.QDialogButtonBox.ButtonRole.ApplyRole)
-        self.cancel_button = buttons.addButton("Cancel", W.QDialogButtonBox.ButtonRole.ActionRole)
+        # Shown only while an edit runs: a greyed "Cancel" beside "Close" read like two ways out.
+        self.cancel_button = buttons.addButton(STOP_EDIT, W.QDialogButtonBox.ButtonRole.ActionRole)
         self.close_button = buttons.addButton(W.QDialogButtonBox.StandardButton.Close)
         root.addWidget(buttons)
 
@@ -137,7 +162,7 @@ class EditDialog(W.QDialog):
         m, s = self.model, self.model.settings
         self._syncing = True
         try:
-            self.server_state.setText(SERVER_TEXT.get(m.server_state, m.server_state))
+            self.server_state.setText(SERVER_STATES.get(m.server_state, m.server_state))
             if not self.endpoint.hasFocus():
                 self.endpoint.setText(s.endpoint)
             self.server_help.setText(m.connection.message)
@@ -150,20 +175,22 @@ class EditDialog(W.QDialog):
             _select_data(self.faces, s.faces)
             _select_data(self.style_aligned, s.hairstyle_ref_aligned)
             _select_data(self.colour_aligned, s.colour_ref_aligned)
-            self.style_text.setVisible(s.hairstyle_mode == "text")
-            self.style_ref.setVisible(s.hairstyle_mode == "reference")
-            self.style_aligned.setVisible(s.hairstyle_mode == "reference")
-            self.colour_text.setVisible(s.colour_mode == "text")
-            self.rgb.setVisible(s.colour_mode == "rgb")
-            self.colour_ref.setVisible(s.colour_mode == "reference")
-            self.colour_aligned.setVisible(s.colour_mode == "reference")
-            self.rgb.setText(s.rgb)
-            self.rgb.setStyleSheet(f"background-color: {s.rgb}")
+            on = active_fields(s.hairstyle_mode, s.colour_mode)
+            for key, widget in (("hairstyle", self.style_text), ("hairstyle_ref", self.style_ref),
+                                ("hairstyle_ref_aligned", self.style_aligned), ("colour", self.colour_text),
+                                ("rgb", self.rgb_row), ("colour_ref", self.colour_ref),
+                                ("colour_ref_aligned", self.colour_aligned)):
+                widget.setVisible(key in on)
+            self._show_rgb(s.rgb)
             self.strength.setValue(round(s.strength * 100))
             self.strength_value.setText(f"{s.strength:.2f}")
             self.target.setText(m.active_layer_name() or "(no layer)")
             busy = m.busy
-            self.apply_button.setEnabled(not busy)
+            hint = "" if busy else m.apply_hint
+            self.apply_button.setEnabled(not busy and not hint)
+            self.hint.setText(hint)
+            self.hint.setVisible(bool(hint))
+            self.cancel_button.setVisible(busy)
             self.cancel_button.setEnabled(busy)
             self.progress.setVisible(busy)
             self.progress.setValue(round(m.progress * 1000))
@@ -175,6 +202,13 @@ class EditDialog(W.QDialog):
             self._syncing = False
         if m.pending and not self.timer.isActive():
             self.timer.start()
+
+    def _show_rgb(self, rgb: str) -> None:
+        r, g, b = parse_rgb(rgb)
+        swatch = QtGui.QPixmap(SWATCH, SWATCH)
+        swatch.fill(QtGui.QColor(r, g, b))
+        self.rgb.setIcon(QtGui.QIcon(swatch))
+        self.rgb_hex.setText(rgb)
 
     def _fill_presets(self, box: W.QComboBox, items: list[str], text: str) -> None:
         if [box.itemText(i) for i in range(box.count())] != items:

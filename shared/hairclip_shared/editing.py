@@ -17,6 +17,8 @@ Dialog state and settings
     build_request(settings, source, hairstyle_ref=None, colour_ref=None, selection=None) -> EditRequest
     layer_name(settings, hairstyle_ref_name="", colour_ref_name="") -> "HairCLIP: bob cut, purple"
     not_running_message(endpoint, cause="") -> str  the "not running" text, with the command that starts it
+    WHOLE_HAIR_MODES, WHOLE_HAIR_LABELS  recolour long hair beyond the face crop? (auto: for colour-only edits)
+    hair_outside_message(meta) -> str    the one-line warning on hair left outside the crop ("" if none)
     empty_layer_message(role, name) -> str           the sentence both plug-ins refuse an empty layer with
 Pixels
     PixelLayout                          an editor buffer: channel order, sample type, curve (and babl)
@@ -56,6 +58,7 @@ from .protocol import (
     ServerInfo,
     parse_rgb,
 )
+from .wording import NEED_CHANGE, NEED_COLOUR, NEED_COLOUR_REF, NEED_HAIRSTYLE, NEED_HAIRSTYLE_REF
 
 # Official HairCLIP lists (mapper/hairstyle_list.txt without " hairstyle", and the 12 training colours);
 # tests check them against the backend's copies.
@@ -111,6 +114,9 @@ ALIGNED_MODES = ("auto", "yes", "no")
 ALIGNED_SIDE = 1024  # HairCLIP's reference crops are 1024 x 1024 FFHQ-aligned faces
 ALIGNED_LABELS = {"auto": f"Aligned face crop: automatic (yes for a square {ALIGNED_SIDE}x{ALIGNED_SIDE} px layer)",
                   "yes": "This layer is an aligned face crop", "no": "Not aligned: find and align the face"}
+WHOLE_HAIR_MODES = ("auto", "yes", "no")
+WHOLE_HAIR_LABELS = {"auto": "Long hair beyond the face crop: recolour it for colour-only edits",
+                     "yes": "Long hair beyond the face crop: recolour it", "no": "Edit inside the face crop only"}
 ALIGNED_RULE = (f"An aligned face crop (FFHQ-style, as HairCLIP's own references) is used as it is, with no face "
                 f"detection. Automatic treats a square {ALIGNED_SIDE}x{ALIGNED_SIDE} px layer as one and any other "
                 "layer as a photo whose face is found and aligned.")
@@ -137,6 +143,7 @@ class EditSettings:
     faces: str = "all"
     hairstyle_ref_aligned: str = "auto"  # one of ALIGNED_MODES
     colour_ref_aligned: str = "auto"
+    whole_hair: str = "auto"  # one of WHOLE_HAIR_MODES
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -181,6 +188,8 @@ class EditSettings:
             raise ValueError(name)
         elif name in ("hairstyle_ref_aligned", "colour_ref_aligned") and value not in ALIGNED_MODES:
             raise ValueError(name)
+        elif name == "whole_hair" and value not in WHOLE_HAIR_MODES:
+            raise ValueError(name)
         elif name == "rgb":
             parse_rgb(value)
         elif name == "endpoint" and "://" not in value:
@@ -198,24 +207,24 @@ def build_request(settings: EditSettings, source: Image, hairstyle_ref: Image | 
     kw: dict[str, Any] = {}
     if settings.hairstyle_mode == "text":
         if not settings.hairstyle.strip():
-            raise BadRequest("Type a hairstyle, or pick one of the trained hairstyles from the list.")
+            raise BadRequest(NEED_HAIRSTYLE)
         kw["hairstyle"] = settings.hairstyle
     elif settings.hairstyle_mode == "reference":
         if hairstyle_ref is None:
-            raise BadRequest("Choose the layer whose hairstyle to copy.")
+            raise BadRequest(NEED_HAIRSTYLE_REF)
         kw["hairstyle_ref"] = hairstyle_ref
     if settings.colour_mode == "text":
         if not settings.colour.strip():
-            raise BadRequest("Type a hair colour, or pick one of the trained colours from the list.")
+            raise BadRequest(NEED_COLOUR)
         kw["colour"] = settings.colour
     elif settings.colour_mode == "rgb":
         kw["rgb"] = settings.rgb
     elif settings.colour_mode == "reference":
         if colour_ref is None:
-            raise BadRequest("Choose the layer whose hair colour to copy.")
+            raise BadRequest(NEED_COLOUR_REF)
         kw["colour_ref"] = colour_ref
     if not kw:
-        raise BadRequest("Nothing to change: choose a hairstyle, a hair colour, or both.")
+        raise BadRequest(NEED_CHANGE)
     if settings.faces == "selection":
         if selection is None:
             raise BadRequest("There is no selection. Select the faces to edit, or choose 'All faces'.")
@@ -226,7 +235,20 @@ def build_request(settings: EditSettings, source: Image, hairstyle_ref: Image | 
     aligned = tuple(role for role, mode in (("hairstyle_ref", settings.hairstyle_ref_aligned),
                                             ("colour_ref", settings.colour_ref_aligned))
                     if role in kw and reference_is_aligned(mode, kw[role].width, kw[role].height))
-    return EditRequest(source=source, strength=settings.strength, faces="all", preview=True, aligned=aligned, **kw)
+    whole = {"yes": True, "no": False}.get(settings.whole_hair)  # auto: left out, the server's default
+    return EditRequest(source=source, strength=settings.strength, faces="all", preview=True, aligned=aligned,
+                       whole_hair=whole, **kw)
+
+
+def hair_outside_message(meta: dict) -> str:
+    """A result's one-line warning when hair beyond the face crop was left as it was ("" when there is none).
+
+    `meta` is the result's; a server without the long-hair stage sends no ``hair_outside_crop``: no warning."""
+    share = meta.get("hair_outside_crop")
+    if not isinstance(share, (int, float)) or share < 0.05 or meta.get("whole_hair"):
+        return ""
+    return (f"{share:.0%} of the hair lies outside the face crop and was left as it was: recolour it with "
+            "'Long hair beyond the face crop', or paint over it.")
 
 
 def layer_name(settings: EditSettings, hairstyle_ref_name: str = "", colour_ref_name: str = "") -> str:

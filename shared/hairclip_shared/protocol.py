@@ -359,7 +359,7 @@ class Rect:
 RGB = tuple[int, int, int]
 EDIT_PARAMS = {"hairstyle": str, "colour": str, "rgb": list, "strength": float, "faces": (str, int),
                "selection": list, "return_aligned": bool, "preview": bool, "out_channels": str,
-               "out_depth": str, "aligned": list}
+               "out_depth": str, "aligned": list, "whole_hair": bool}
 EDIT_ROLES = ("source", "hairstyle_ref", "colour_ref", "mask")
 ALIGNABLE_ROLES = ("source", "hairstyle_ref", "colour_ref")  # images that may be marked as aligned face crops
 LAYER_NAMES = {"source": "photo", "hairstyle_ref": "hairstyle reference", "colour_ref": "colour reference",
@@ -422,6 +422,7 @@ class EditRequest:
     out_channels: str | None = None
     out_depth: str | None = None
     aligned: tuple[str, ...] = ()
+    whole_hair: bool | None = None  # recolour hair beyond the face crops too; None: the server's default
 
     def __post_init__(self) -> None:
         if not isinstance(self.source, Image) or self.source.channels == "A":
@@ -476,6 +477,8 @@ class EditRequest:
         for name in ("return_aligned", "preview"):
             if not isinstance(getattr(self, name), bool):
                 raise BadRequest(f"{name} must be true or false.")
+        if self.whole_hair is not None and not isinstance(self.whole_hair, bool):
+            raise BadRequest("whole_hair must be true or false (or left out).")
 
     def images(self) -> dict[str, Image]:
         sel = self.selection if isinstance(self.selection, Image) else None
@@ -495,6 +498,8 @@ class EditRequest:
             params["rgb"] = list(self.rgb)
         if self.aligned:  # absent when empty: such a request is the same bytes as before the field existed
             params["aligned"] = list(self.aligned)
+        if self.whole_hair is not None:  # likewise absent when left to the server
+            params["whole_hair"] = self.whole_hair
         if isinstance(self.selection, Rect):
             s = self.selection
             params["selection"] = [s.x, s.y, s.w, s.h]

@@ -238,8 +238,49 @@ def check_dialog():
               new.name())
         check("re-render is a new server job", rt.outcome.job_id != task.outcome.job_id, rt.outcome.job_id)
         check("re-render changed pixels", bytes(new.pixelData(0, 0, doc.width(), doc.height())) != first_px)
+    yield from check_dialog_guards(dialog, model)
     dialog.close()
     doc.setModified(False)
+
+
+def check_dialog_guards(dialog, model):
+    """Issue 18 in real Krita: the labelled server row, Stop edit only while running, the RGB swatch, Apply
+    disabled with a hint while no reference layer is chosen (13) and after switching to a dead server (9)."""
+    from hairclip_shared.wording import NEED_HAIRSTYLE_REF, NEED_SERVER, SERVER_LABEL, STOP_EDIT
+
+    check("server row labelled", dialog.server_label.text() == SERVER_LABEL + ":" and
+          dialog.server_label.isVisible(), dialog.server_label.text())
+    check("Stop edit hidden while idle", dialog.cancel_button.text().replace("&", "") == STOP_EDIT and
+          not dialog.cancel_button.isVisible(), (dialog.cancel_button.text(), dialog.cancel_button.isVisible()))
+    check("RGB swatch with its hex, no shortcut", dialog.rgb_hex.text() == model.settings.rgb and
+          "&" not in dialog.rgb.text() and not dialog.rgb.icon().isNull(), (dialog.rgb.text(), dialog.rgb_hex.text()))
+    dialog.style_mode.setCurrentIndex(dialog.style_mode.findData("reference"))
+    dialog.style_ref.setCurrentIndex(0)  # "(choose a layer)"
+    yield 200
+    check("no reference layer: Apply disabled with a hint", not dialog.apply_button.isEnabled() and
+          dialog.hint.isVisible() and dialog.hint.text() == NEED_HAIRSTYLE_REF,
+          (dialog.apply_button.isEnabled(), dialog.hint.text()))
+    dialog.style_ref.setCurrentIndex(1)
+    yield 200
+    check("a reference layer chosen: Apply enabled", dialog.apply_button.isEnabled() and not dialog.hint.isVisible(),
+          (dialog.apply_button.isEnabled(), dialog.hint.text(), model.settings.hairstyle_ref))
+    dialog.style_mode.setCurrentIndex(dialog.style_mode.findData("text"))
+    check("the last outcome is shown", "Added" in dialog.status.text() or "Updated" in dialog.status.text(),
+          dialog.status.text())
+    dialog.endpoint.setText("tcp://127.0.0.1:9")
+    dialog.endpoint.editingFinished.emit()
+    yield 100
+    check("another server: the old outcome line is gone", dialog.status.text() == "", dialog.status.text())
+    yield until(lambda: model.server_state == "not_running", 30)
+    yield 200
+    check("dead server: Apply disabled with a hint", not dialog.apply_button.isEnabled() and
+          dialog.hint.text() == NEED_SERVER and dialog.server_help.isVisible() and
+          "hairclip serve" in dialog.server_help.text(),
+          (model.server_state, dialog.apply_button.isEnabled(), dialog.hint.text(), dialog.server_help.text()))
+    dialog.endpoint.setText(ENDPOINT)
+    dialog.endpoint.editingFinished.emit()
+    yield until(lambda: model.server_state == "connected", 30)
+    check("back on the live server: Apply enabled", dialog.apply_button.isEnabled(), model.server_state)
 
 
 def check_offset_16bit_edit():

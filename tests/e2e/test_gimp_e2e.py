@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CI_GIMP = ROOT / "tools" / "ci_gimp.sh"
 GIMP_ROOT = Path(os.environ.get("HAIRCLIP_GIMP_ROOT", "/opt/hairclip-gimp3"))
 PLUGIN_IN_GIMP = "/e/home/.config/GIMP/3.0/plug-ins/hairclip/hairclip.py"  # as the chroot sees it
+DIALOG_IN_GIMP = "/e/dialog.json"  # the open dialog describes itself here (hairclip.py, HAIRCLIP_DIALOG_STATE)
 LEASE_S = 2.0
 PHOTO, REF = (256, 240), (256, 256)  # the pipeline wants faces of 128 px and more
 ENV = {**os.environ, "HAIRCLIP_GIMP_ROOT": str(GIMP_ROOT)}  # for tools/ci_gimp.sh, also when the installer runs it
@@ -98,6 +99,7 @@ try:
         status, layer = call(image, src, **{"hairstyle-mode": "reference", "hairstyle-ref": ref,
                                             "colour-mode": "text", "colour": "purple"})
         R["status"], R["after"] = status, describe(image)
+        R["selected"] = [[d.get_name(), d.is_layer_mask()] for d in image.get_selected_drawables()]
         if status == "success":
             R["returned"] = layer.get_name()
             dump(layer, "R'G'B'A u8", "layer.rgba")
@@ -142,6 +144,14 @@ try:
         R["grey_status"], R["grey_error"] = call(grey, g)
         R["grey_layers"] = len(grey.get_layers())
         grey.delete()
+    elif P["case"] == "dialogs":  # the test reads each dialog's description, then cancels it
+        image = load("/e/photo.png")
+        src = image.get_layers()[0]
+        R["runs"] = []
+        for args in P["dialogs"]:
+            status, value = call(image, src, "INTERACTIVE", **args)
+            R["runs"].append(status)
+        image.delete()
     elif P["case"] == "interactive":  # the test answers the dialogs
         image = load("/e/photo.png")
         src = image.get_layers()[0]
@@ -200,12 +210,13 @@ class Session:
         self.server: subprocess.Popen | None = None
         self.timings: dict[str, float] = {}
 
-    def gimp(self, case: str, timeout: float = 300, display: str | None = None) -> subprocess.Popen:
-        (self.folder / "params.json").write_text(json.dumps({"case": case, "endpoint": self.endpoint}))
+    def gimp(self, case: str, timeout: float = 300, display: str | None = None, **params) -> subprocess.Popen:
+        (self.folder / "params.json").write_text(json.dumps({"case": case, "endpoint": self.endpoint, **params}))
         (self.folder / "batch.py").write_text(BATCH)
         log = open(self.folder / f"gimp-{case}.log", "w")
         return subprocess.Popen(
-            [*_chroot(self.folder, display), "HOME=/e/home", "timeout", str(int(timeout)), "gimp-console-3.0",
+            [*_chroot(self.folder, display), "HOME=/e/home", f"HAIRCLIP_DIALOG_STATE={DIALOG_IN_GIMP}", "timeout",
+             str(int(timeout)), "gimp-console-3.0",
              "-i", "-d", "-f", "--batch-interpreter=python-fu-eval", "-b", "exec(open('/e/batch.py').read())",
              "--quit"], stdout=log, stderr=subprocess.STDOUT, env=ENV)
 
@@ -465,6 +476,11 @@ def _xdotool(display: str, *args: str) -> str:
     return run.stdout if run.returncode == 0 else ""
 
 
+def _size(display: str, wid: str) -> tuple[int, int]:
+    geometry = dict(line.split("=") for line in _xdotool(display, "getwindowgeometry", "--shell", wid).split())
+    return int(geometry["WIDTH"]), int(geometry["HEIGHT"])
+
+
 def _next_dialog(display: str, seen: set[str], gimp: subprocess.Popen, timeout: float = 120) -> tuple[str, int, int]:
     """The id and size of the HairCLIP dialog of a plug-in process not seen before (X reuses window ids)."""
     deadline = time.monotonic() + timeout
@@ -481,20 +497,86 @@ def _next_dialog(display: str, seen: set[str], gimp: subprocess.Popen, timeout: 
     pytest.fail("no new HairCLIP dialog appeared")
 
 
+def _dialog_state(session, cond=lambda state: True, timeout: float = 60) -> dict:
+    """The open dialog's own description (fields shown and where, the server line), once `cond` holds."""
+    path = session.folder / "dialog.json"
+    deadline = time.monotonic() + timeout
+    state: dict = {}
+    while time.monotonic() < deadline:
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, ValueError):
+            state = {}
+        if state and cond(state):
+            return state
+        time.sleep(0.2)
+    pytest.fail(f"the dialog never described itself as expected; last: {state}")
+
+
+def _click_field(display: str, wid: str, field: dict, *then: str) -> None:
+    x, y = field["x"] + field["w"] * 2 // 3, field["y"] + field["h"] // 2
+    _xdotool(display, "mousemove", "--window", wid, str(x), str(y), "click", *then)
+
+
+def test_the_dialog_shows_only_the_chosen_modes_fields_and_whether_the_server_answers(edit, session, display):
+    """Issue 18, items 1, 3, 4, 5 in real GIMP: each dialog opens with other modes and servers, describes what
+    it shows (hairclip.py writes HAIRCLIP_DIALOG_STATE from the live GTK widgets), and is cancelled."""
+    dead = f"tcp://127.0.0.1:{_free_port()}"
+    dialogs = [{"server": session.endpoint},
+               {"server": dead, "hairstyle-mode": "reference", "colour-mode": "rgb"}]
+    gimp = session.gimp("dialogs", timeout=180, display=display, dialogs=dialogs)
+    seen: set[str] = set()
+    states = []
+    try:
+        for expected in ("connected", "not_running"):
+            (session.folder / "dialog.json").unlink(missing_ok=True)
+            wid, w, h = _next_dialog(display, seen, gimp)
+            states.append(_dialog_state(session, lambda st, e=expected: st["server_state"] == e))
+            time.sleep(0.5)  # the server line may have grown the dialog: measure again for the buttons
+            w, h = _size(display, wid)
+            _xdotool(display, "mousemove", "--window", wid, str(w - 147), str(h - 30), "click", "1")  # Cancel
+    finally:
+        report = session.report("dialogs", gimp)
+    assert report["runs"] == ["cancel", "cancel"], report["gimp_log"][-3000:]
+    shown = [{name for name, f in st["fields"].items() if f["visible"]} for st in states]
+    mode_fields = {"hairstyle", "hairstyle-ref", "hairstyle-ref-aligned", "colour", "rgb", "colour-ref",
+                   "colour-ref-aligned"}
+    assert shown[0] & mode_fields == {"hairstyle", "colour"}  # in words, both
+    assert shown[1] & mode_fields == {"hairstyle-ref", "hairstyle-ref-aligned", "rgb"}  # a layer, an exact colour
+    for st in states:
+        assert {"hairstyle-mode", "colour-mode", "strength", "server"} <= {n for n, f in st["fields"].items()
+                                                                         if f["visible"]}
+        assert st["fields"]["strength"]["type"] == "ScaleEntry"  # a slider with its value
+    assert states[0]["presets"] == {"hairstyle": 44, "colour": 12}
+    assert states[0]["server_line"].startswith("Server: Connected.")
+    line = states[1]["server_line"]
+    assert line.startswith("Server: Not running.") and "hairclip serve" in line and dead in line
+
+
+def test_after_apply_the_source_layer_stays_active_not_the_new_mask(edit):
+    """Issue 18, item 7: GIMP makes a new layer's new mask the active drawable; the plug-in undoes that."""
+    assert edit["status"] == "success", edit.get("error")
+    assert edit["selected"] == [["photo", False]]
+
+
 def test_the_dialog_edits_and_remembers_its_values(edit, session, display):
     """Filters > HairCLIP... as a user runs it: Cancel changes nothing; OK edits with what was typed, and the
-    next run with the last values reuses it. The dialog is GIMP's ProcedureDialog, laid out from the arguments
-    (positions below: hairstyle text second from the top, the server entry and the buttons at the bottom)."""
+    next run with the last values reuses it. The dialog is GIMP's ProcedureDialog, laid out from the arguments;
+    the fields are clicked where the dialog says they are (HAIRCLIP_DIALOG_STATE), the buttons at the bottom."""
     t0 = time.monotonic()
     gimp = session.gimp("interactive", timeout=120, display=display)
     seen: set[str] = set()
     try:
         wid, w, h = _next_dialog(display, seen, gimp)
         _xdotool(display, "mousemove", "--window", wid, str(w - 147), str(h - 30), "click", "1")  # Cancel
+        (session.folder / "dialog.json").unlink(missing_ok=True)
         wid, w, h = _next_dialog(display, seen, gimp)
-        for (x, y), text in (((w * 2 // 3, 65), "afro"), ((w * 2 // 3, h - 110), session.endpoint)):
-            _xdotool(display, "mousemove", "--window", wid, str(x), str(y), "click", "--repeat", "3", "1",
-                     "key", "ctrl+a", "type", "--delay", "5", text)
+        fields = _dialog_state(session, lambda st: st["fields"]["hairstyle"]["visible"])["fields"]
+        for name, text in (("hairstyle", "afro"), ("server", session.endpoint)):
+            _click_field(display, wid, fields[name], "--repeat", "3", "1", "key", "ctrl+a", "type", "--delay", "5",
+                         text)
+        time.sleep(0.5)
+        w, h = _size(display, wid)  # the server line may have grown the dialog since it opened
         _xdotool(display, "mousemove", "--window", wid, str(w - 56), str(h - 30), "click", "1")  # OK
     finally:
         report = session.report("interactive", gimp)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hairclip.color import lab_to_rgb, masked_mean, parse_rgb, rgb_to_lab
+from hairclip.color import lab_to_rgb, masked_mean, masked_std, parse_rgb, rgb_to_lab
 from hairclip.errors import HairclipError
 from hairclip.nets.mapper import HairMapper, color_prompt, hairstyle_prompt, tokenize
 from hairclip.nets.parsenet import UNet
@@ -91,15 +91,41 @@ def recolor_hair(image: torch.Tensor, hair: torch.Tensor, rgb: tuple[int, int, i
     """Move the hair's mean Lab colour to ``rgb``, keeping its shading; ``image`` in [-1,1], ``hair`` [B,1,H,W].
 
     Shifted colours can leave the RGB gamut and clipping pulls the mean back, so the shift is repeated on
-    the clipped result a few times; each round closes most of what is left. ``check`` runs before each
-    round (a cancellation point: a round is about 0.1 s at 1024 px on one CPU core).
+    the clipped result a few times; each round closes most of what is left. ``check`` runs twice a round
+    (a cancellation point: a round is about 0.2 s at 1024 px on one CPU core).
     """
     target = rgb_to_lab(torch.tensor(rgb, dtype=image.dtype, device=image.device).view(1, 3, 1, 1) / 255)
+    return transfer_hair_lab(image, hair, target, rounds=rounds, check=check)
+
+
+def hair_lab_stats(image: torch.Tensor, hair: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, std) of the hair's Lab colour, each ``[B,3,1,1]``; ``image`` in [-1,1], ``hair`` [B,1,H,W]."""
+    lab = rgb_to_lab((image + 1) / 2)
+    mean = masked_mean(lab, hair)
+    return mean, masked_std(lab, hair, mean)
+
+
+def transfer_hair_lab(image: torch.Tensor, hair: torch.Tensor, mean: torch.Tensor, std: torch.Tensor | None = None,
+                      where: torch.Tensor | None = None, rounds: int = 4, std_limit: float = 1.5,
+                      check: Callable[[], None] = lambda: None) -> torch.Tensor:
+    """Shift (and with ``std``, first scale) the Lab statistics of the hair (``hair``'s weights) to ``mean``/``std``.
+
+    What `recolor_hair` does for an RGB target, and what long hair beyond the crop gets from the edited hair
+    inside it: each pixel moves by the same Lab offset (times the same per-channel gain), so shading and
+    strand texture stay. The gain is limited to [1/std_limit, std_limit]: flat hair must not turn into noise.
+    ``where`` (default ``hair``) is where the result replaces the image.
+    """
+    where = hair if where is None else where
     out = (image + 1) / 2
-    for _ in range(rounds):
+    for n in range(rounds):
         check()
         lab = rgb_to_lab(out)
-        out = torch.lerp(out, lab_to_rgb(lab + (target - masked_mean(lab, hair))).clamp(0, 1), hair)
+        check()
+        centre = masked_mean(lab, hair)
+        if std is not None and n == 0:
+            gain = (std / masked_std(lab, hair, centre).clamp_min(1e-6)).clamp(1 / std_limit, std_limit)
+            lab = centre + (lab - centre) * gain
+        out = torch.lerp(out, lab_to_rgb(lab + (mean - centre)).clamp(0, 1), where)
     return out * 2 - 1
 
 

@@ -19,7 +19,7 @@ import torch
 from hairclip.device import prepare
 from hairclip.images import check_photo
 from hairclip.nets.parsenet import HAIR_LABEL
-from hairclip.pipeline import parse
+from hairclip.pipeline import longhair, parse
 from hairclip.pipeline.align import (
     AlignedFace,
     FaceTransform,
@@ -37,6 +37,7 @@ from hairclip.pipeline.composite import (
     face_box,
     prepare_warp,
     preview_frame,
+    restrict_to_photo,
     warp_face_warm,
 )
 from hairclip.pipeline.conditions import ConditionEncoder, Conditions, image_tensor, match_hair_color
@@ -69,6 +70,7 @@ class FaceState:
     aligned: AlignedFace
     rgb: tuple[int, int, int] | None
     source: str = ""  # the detector that found the face ("dlib", "fan", ...); "aligned" for an aligned crop
+    hair: longhair.PhotoHair | None = None  # the photo's hair around the face, beyond the square too
     warp: FaceWarp | None = None  # the warp grid and the original's grown hair, from the photo cache
 
 
@@ -81,6 +83,7 @@ class PhotoFace:
     w: torch.Tensor
     hair_before: torch.Tensor
     warp: FaceWarp
+    hair: longhair.PhotoHair | None  # the photo's hair around the face (long hair)
 
 
 @dataclass
@@ -97,6 +100,14 @@ class EditResult:
     faces: list[FaceOutput]
     strength: float
     timings: dict[str, float] = field(default_factory=dict)
+    whole_hair: bool = False  # hair outside the crops was recoloured too
+
+    @property
+    def hair_outside_crop(self) -> float:
+        """The fraction of the edited faces' original hair that lies outside their crops (0 to 1)."""
+        hair = [f.state.hair for f in self.faces if f.state.hair is not None]
+        total = sum(h.total for h in hair)
+        return sum(h.outside for h in hair) / total if total > 0 else 0.0
 
     @property
     def boxes(self) -> list[tuple[int, int, int, int]]:
@@ -110,6 +121,12 @@ class EditOptions:
     selection: Rect | np.ndarray | None = None
     aligned: bool = False  # the photo is already an FFHQ-aligned crop
     return_aligned: bool = False  # also synthesise the unedited inversion, for debugging
+    whole_hair: bool | None = None  # recolour hair outside the crop too; None: only for colour-only edits
+
+    def whole_hair_for(self, conditions: Conditions) -> bool:
+        if self.whole_hair is not None:
+            return self.whole_hair
+        return conditions.hairstyle is None and conditions.hairstyle_ref is None
 
 
 class HairEditor:
@@ -165,6 +182,7 @@ class HairEditor:
                 if not faces:
                     raise NoFaceFound("no face was found in the photo")
                 indices = select_faces(faces, options.faces, options.selection)
+                squares = [FaceTransform.from_landmarks(f.landmarks, rgb8.shape[1::-1]) for f in faces]
         with _timed(timings, "conditions"):
             progress("conditions", 0.0)
             style_emb, color_emb = self.conditions.embeddings(conditions)
@@ -177,8 +195,9 @@ class HairEditor:
             landmarks = b"" if options.aligned else np.asarray(faces[i].landmarks, np.float64).tobytes()
             cached = self.photo_cache.get_or_compute(
                 (key, options.aligned, i, landmarks),
-                lambda found=aligned[0] if options.aligned else faces[i], check=check: self._photo_face(
-                    photo.shape[:2], rgb8, found, options.aligned, timings, check))
+                lambda found=aligned[0] if options.aligned else faces[i], check=check, i=i: self._photo_face(
+                    photo.shape[:2], rgb8, found, options.aligned, timings, check,
+                    None if options.aligned else squares, i))
             face, w, hair_before = cached.aligned, cached.w, cached.hair_before
             original = image_tensor(face.image1024, self.device)
             check()
@@ -191,11 +210,12 @@ class HairEditor:
             source = "aligned" if options.aligned else faces[i].source
             log.info("face %d: square %s on the photo, found by %s", i, box, source or "an unnamed detector")
             states.append(FaceState(i, face.transform, box, w, offset, hair_before, face, conditions.rgb, source,
-                                    cached.warp))
+                                    cached.hair, cached.warp))
         if first_picture is not None:
             with _timed(timings, "first_picture"):
                 first_picture(self.first_look(rgb8, states, options.strength, lambda: progress("first_picture", 0.0)))
-        return self._render(photo, states, options.strength, options.return_aligned, timings, progress)
+        return self._render(photo, states, options.strength, options.return_aligned, timings, progress,
+                            options.whole_hair_for(conditions))
 
     def first_look(self, rgb8: np.ndarray, states: list[FaceState], strength: float,
                    check: Callable[[], None]) -> np.ndarray:
@@ -220,8 +240,10 @@ class HairEditor:
         return preview_frame(small[0], faces, (size[1] / w + size[0] / h) / 2, check)
 
     def _photo_face(self, photo_hw: tuple[int, int], rgb8: np.ndarray, found, is_aligned: bool,
-                    timings: dict[str, float], check: Callable[[], None]) -> PhotoFace:
-        """The photo-only work for one face (a cold edit): align, invert, parse the original, set up the warp."""
+                    timings: dict[str, float], check: Callable[[], None], squares: list | None = None,
+                    index: int = 0) -> PhotoFace:
+        """The photo-only work for one face (a cold edit): align, invert, parse the original (and its hair on the
+        photo around the face, when ``squares`` holds every face's square), set up the warp."""
         with _timed(timings, "align"):
             face = found if is_aligned else align_face(rgb8, found.landmarks, check=check)
         check()
@@ -230,21 +252,25 @@ class HairEditor:
         check()
         with _timed(timings, "parse"):
             hair_before = parse.hair(self.models.parser, image_tensor(face.image1024, self.device))[0]
+            hair = None if squares is None else longhair.photo_hair(
+                self.models.parser, rgb8, squares, index, hair_before, check)
         check()
         with _timed(timings, "composite"):
             warp = prepare_warp(face.transform, photo_hw, hair_before, check=check)
-        return PhotoFace(face, w, hair_before, warp)
+        return PhotoFace(face, w, hair_before, warp, hair)
 
     def rerender(self, photo: np.ndarray, previous: EditResult, strength: float,
                  progress: Progress = _no_progress) -> EditResult:
         """The same edit at another strength: synthesis, parsing and compositing only."""
         prepare(self.device)
         photo = check_photo(photo, "photo")
-        return self._render(photo, [f.state for f in previous.faces], strength, False, {}, progress)
+        return self._render(photo, [f.state for f in previous.faces], strength, False, {}, progress,
+                            previous.whole_hair)
 
     def _render(self, photo: np.ndarray, states: list[FaceState], strength: float, with_inversion: bool,
-                timings: dict[str, float], progress: Progress) -> EditResult:
+                timings: dict[str, float], progress: Progress, whole_hair: bool = False) -> EditResult:
         outputs, pieces = [], []
+        colour = photo if photo.shape[2] >= 3 else np.repeat(photo[..., :1], 3, 2)
         for n, st in enumerate(states):
             progress("synthesize", n / len(states))
             with _timed(timings, "synthesize"):
@@ -266,18 +292,22 @@ class HairEditor:
                 if st.rgb is not None:
                     shown = match_hair_color(edited, recolour[:, None], st.rgb, check)
                 rgba, box = warp_face_warm((shown[0] + 1) / 2, mask, warp, check)
-                pieces.append((rgba, box))
+                piece = (rgba[:3], rgba[3], box)
+                if whole_hair and st.hair is not None:
+                    weight = restrict_to_photo(recolour[0], st.transform)[None, None]
+                    piece = longhair.extend_piece(colour, piece, st.hair, shown, weight, st.transform, check)
+                    rgba = None  # extended beyond the square: only `compose_layer` takes it
+                pieces.append((piece, rgba))
             outputs.append(FaceOutput(st, edited[0], mask, inversion))
         with _timed(timings, "composite"):
             progress("composite", len(states) / (len(states) + 1))
-            colour = photo if photo.shape[2] >= 3 else np.repeat(photo[..., :1], 3, 2)
             done = lambda: progress("composite", len(states) / (len(states) + 1))  # noqa: E731
-            if len(pieces) == 1:
-                layer = compose_one(colour[..., :3], *pieces[0], done)
+            if len(pieces) == 1 and pieces[0][1] is not None:
+                layer = compose_one(colour[..., :3], pieces[0][1], pieces[0][0][2], done)
             else:
-                layer = compose_layer(colour[..., :3], [(p[:3], p[3], box) for p, box in pieces], done)
+                layer = compose_layer(colour[..., :3], [p for p, _ in pieces], done)
         progress("done", 1.0)
-        return EditResult(layer, outputs, strength, timings)
+        return EditResult(layer, outputs, strength, timings, whole_hair)
 
 
 @contextmanager
