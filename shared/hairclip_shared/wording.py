@@ -65,6 +65,7 @@ STAGES: tuple[tuple[str, str, float], ...] = (
     ("faces", "Finding the faces", 0.08),
     ("conditions", "Reading the hairstyle and colour", 0.04),
     ("invert", "Encoding the face", 0.25),
+    ("first_picture", "Drawing a first picture", 0.05),
     ("synthesize", "Drawing the new hair", 0.2),
     ("parse", "Finding the hair", 0.1),
     ("composite", "Blending the hair into the layer", 0.15),
