@@ -174,12 +174,7 @@ def compose_layer(photo: np.ndarray, faces: Sequence[tuple[torch.Tensor | np.nda
         raise ValueError(f"expected an [H, W, 3|4] photo, got shape {photo.shape}")
     if photo.dtype not in (np.uint8, np.uint16) and not np.issubdtype(photo.dtype, np.floating):
         raise ValueError(f"unsupported photo dtype {photo.dtype}")
-    h, w = photo.shape[:2]
-    layer = np.empty((h, w, 4), photo.dtype)
-    for b0, b1 in _bands(0, h, w):
-        check()
-        layer[b0:b1, :, :3] = photo[b0:b1, :, :3]
-        layer[b0:b1, :, 3] = 0
+    layer = _clear_layer(photo, check)
     faces = [(_as_numpy(rgb).transpose(1, 2, 0), _as_numpy(alpha).reshape(rgb.shape[-2:]), box)
              for rgb, alpha, box in faces]
     for _, _, (x0, y0, x1, y1) in faces:
@@ -309,18 +304,24 @@ def warp_face_warm(edited: torch.Tensor, mask: torch.Tensor, warp: FaceWarp,
     return out.clamp_(0.0, 1.0), warp.box
 
 
-def compose_one(photo: np.ndarray, rgba: torch.Tensor, box: Box, check: Check = _nothing) -> np.ndarray:
-    """`compose_layer` for a single face from `warp_face_warm`'s [4, h, w]: quantised in place, no weighting
-    (one face's alpha-weighted mean is its own colour)."""
-    photo = np.asarray(photo)
-    if photo.ndim != 3 or photo.shape[2] not in (3, 4):
-        raise ValueError(f"expected an [H, W, 3|4] photo, got shape {photo.shape}")
+def _clear_layer(photo: np.ndarray, check: Check) -> np.ndarray:
+    """An RGBA layer with the photo's colour and alpha 0, filled in row bands (each a cancellation point)."""
     h, w = photo.shape[:2]
     layer = np.empty((h, w, 4), photo.dtype)
     for b0, b1 in _bands(0, h, w):
         check()
         layer[b0:b1, :, :3] = photo[b0:b1, :, :3]
         layer[b0:b1, :, 3] = 0
+    return layer
+
+
+def compose_one(photo: np.ndarray, rgba: torch.Tensor, box: Box, check: Check = _nothing) -> np.ndarray:
+    """`compose_layer` for a single face from `warp_face_warm`'s [4, h, w]: quantised in place, no weighting
+    (one face's alpha-weighted mean is its own colour)."""
+    photo = np.asarray(photo)
+    if photo.ndim != 3 or photo.shape[2] not in (3, 4):
+        raise ValueError(f"expected an [H, W, 3|4] photo, got shape {photo.shape}")
+    layer = _clear_layer(photo, check)
     x0, y0, x1, y1 = box
     if x1 <= x0 or y1 <= y0:
         return layer
