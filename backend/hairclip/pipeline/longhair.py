@@ -27,7 +27,7 @@ from hairclip.color import rgb_to_lab
 from hairclip.nets.parsenet import PARSE_SIZE, UNet
 from hairclip.pipeline import parse
 from hairclip.pipeline.align import SYNTH_SIZE, FaceTransform, _photo_crop
-from hairclip.pipeline.composite import Box, Check, _nothing, restrict_to_photo, warp_to_photo
+from hairclip.pipeline.composite import Box, Check, _bands, _nothing, restrict_to_photo, warp_to_photo
 from hairclip.pipeline.conditions import hair_lab_stats, image_tensor, transfer_hair_lab
 
 # The parsed window in units of the face square (left, top, right, bottom; the square is [0, 1] x [0, 1]):
@@ -73,18 +73,24 @@ def window_transform(t: FaceTransform, window: Sequence[float] = WINDOW) -> Face
     return FaceTransform(centre, x * (right - left), y * (right - left), t.photo_size, 1)
 
 
-def square_weight(t: FaceTransform, box: Box, device: torch.device, seam: float = SEAM_1024) -> torch.Tensor:
+def square_weight(t: FaceTransform, box: Box, device: torch.device, seam: float = SEAM_1024,
+                  check: Check = _nothing) -> torch.Tensor:
     """[h, w] on ``box``: 1 inside the face square farther than ``seam`` (1024-frame px) from its edge, falling
-    linearly to 0 at the edge, 0 outside. The crop's share of the hand-over."""
+    linearly to 0 at the edge, 0 outside. The crop's share of the hand-over. Computed in row bands, each a
+    cancellation point: a long-hair window on a big photo is tens of megapixels."""
     x0, y0, x1, y1 = box
     dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
     inv = torch.as_tensor(t.inverse_affine(SYNTH_SIZE), dtype=dtype, device=device)
     xs = torch.arange(x0, x1, dtype=dtype, device=device)[None, :]
-    ys = torch.arange(y0, y1, dtype=dtype, device=device)[:, None]
-    u = inv[0, 0] * xs + inv[0, 1] * ys + inv[0, 2] + 0.5  # distance from the frame's left edge
-    v = inv[1, 0] * xs + inv[1, 1] * ys + inv[1, 2] + 0.5
-    edge = torch.minimum(torch.minimum(u, SYNTH_SIZE - u), torch.minimum(v, SYNTH_SIZE - v))
-    return (edge / max(seam, 1e-6)).clamp(0, 1).float() if seam > 0 else (edge > 0).float()
+    out = torch.empty((y1 - y0, x1 - x0), dtype=torch.float32, device=device)
+    for b0, b1 in _bands(y0, y1, x1 - x0):
+        check()
+        ys = torch.arange(b0, b1, dtype=dtype, device=device)[:, None]
+        u = inv[0, 0] * xs + inv[0, 1] * ys + inv[0, 2] + 0.5  # distance from the frame's left edge
+        v = inv[1, 0] * xs + inv[1, 1] * ys + inv[1, 2] + 0.5
+        edge = torch.minimum(torch.minimum(u, SYNTH_SIZE - u), torch.minimum(v, SYNTH_SIZE - v))
+        out[b0 - y0:b1 - y0] = (edge / max(seam, 1e-6)).clamp(0, 1) if seam > 0 else (edge > 0)
+    return out
 
 
 def _parse_window(parser: UNet, rgb8: np.ndarray, wt: FaceTransform, device: torch.device,
@@ -120,12 +126,23 @@ def photo_hair(parser: UNet, rgb8: np.ndarray, faces: Sequence[FaceTransform], i
     box = parts[0][1]
     for _, b in parts[1:]:
         box = _union(box, b)
-    weight = torch.stack([_place(w, b, box) for w, b in parts]).amax(0)
+    check()  # each step below is a pass over the whole window, which on a big photo is tens of megapixels
+    weight = _place(parts[0][0], parts[0][1], box)
+    for w, b in parts[1:]:
+        check()
+        weight = torch.maximum(weight, _place(w, b, box))
     if len(faces) > 1:
-        others = torch.stack([square_weight(o, box, device, seam=0) for j, o in enumerate(faces) if j != index])
-        weight = weight * (_nearest(faces, box, device) == index) * (1 - others.amax(0))
-    inside = square_weight(t, box, device, seam=0)
+        for j, o in enumerate(faces):
+            if j != index:
+                check()
+                weight = weight * (1 - square_weight(o, box, device, seam=0, check=check))
+        check()
+        weight = weight * (_nearest(faces, box, device) == index)
+    check()
+    inside = square_weight(t, box, device, seam=0, check=check)
+    check()
     outside = float((weight * (1 - inside)).sum())
+    check()
     area = float(restrict_to_photo(hair_before.float(), t).sum()) * t.photo_scale(SYNTH_SIZE) ** 2
     return PhotoHair(weight, box, area + outside, outside)
 
