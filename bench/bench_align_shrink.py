@@ -11,11 +11,10 @@ the crop. Both must give identical pixels (checked here too).
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import numpy as np
 from PIL import Image
+from timing import median_s  # bench/timing.py: the script's folder is on sys.path
 
 from hairclip.pipeline import align
 
@@ -30,13 +29,6 @@ def route256(photo: np.ndarray, t: align.FaceTransform) -> np.ndarray:
     return align._quad_transform(src, quad, align.E4E_SIZE)
 
 
-def median_time(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -56,7 +48,7 @@ def main() -> None:
             align._shrunk_region = fn
             try:
                 images[name] = route256(photo, t)
-                times[name] = median_time(lambda: route256(photo, t), args.repeat)  # noqa: B023
+                times[name] = median_s(lambda: route256(photo, t), args.repeat)  # noqa: B023
             finally:
                 align._shrunk_region = shortcut
         assert np.array_equal(images["shortcut"], images["plain"]), "the two ways differ"

@@ -4,23 +4,14 @@ the photo shrunk to DETECT_SIDE. Prints medians and the ratio; run with ``python
 
 from __future__ import annotations
 
-import statistics
 import time
 
 import dlib
 import numpy as np
 import skimage.data
+from timing import median_s  # bench/timing.py: the script's folder is on sys.path
 
 from hairclip.pipeline.faces import DETECT_SIDE, DlibDetector, dlib_predictor_path
-
-
-def median_s(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main(repeat: int = 5) -> None:

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from timing import median_s  # bench/timing.py: the script's folder is on sys.path
 
 from hairclip.engine_api import EngineInfo
 from hairclip.server import Server
@@ -41,13 +41,6 @@ class NoModels:
     rerender = edit
 
 
-def median_s(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def serve(ready_file: str) -> None:
