@@ -4,33 +4,34 @@ Model loaders call `WeightStore().resolve(name)` and get a path whose sha256 mat
 (`data/weights.json`). Hashing the 2 GB edit set at every start costs ~7 s (300 MiB/s here), so a full hash is
 recorded with the file's size and mtime in a sidecar (`.verified.json`) and repeated only when those change:
 a file damaged in place with both unchanged is trusted until `verify`, which always re-hashes (README says so).
+Here: the manifest, the checks, the sidecar, import, and the messages. The HTTP transfer is weights_download.py
+(requests underneath; why not pooch or huggingface_hub is said there), the `hairclip weights` command weights_cli.py.
 This module must not import torch: the CLI's client paths start through it.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import http.client
 import json
-import math
 import os
-import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from hairclip import __version__
+from hairclip import weights_cli
 from hairclip.errors import HairclipError
+from hairclip.weights_cli import (  # noqa: F401 (cli_edit, cli_server and engine import them from here)
+    CHECKPOINT_OPTIONS,
+    add_checkpoint_options,
+    checkpoint_files,
+)
+from hairclip.weights_download import CHUNK, Mismatch, UrlFailed, fetch, hash_into
 
 ENV_VAR = "HAIRCLIP_WEIGHTS"
 MANIFEST_PATH = Path(__file__).parent / "data" / "weights.json"
 CACHE_NAME = ".verified.json"
-CHUNK = 1 << 20
 TIMEOUT_S = 30.0
 STATUSES = ("ok", "missing", "corrupt", "unverified")
 
@@ -66,7 +67,7 @@ def default_store_dir() -> Path:
 
 @dataclass(frozen=True)
 class WeightEntry:
-    """One manifest entry. Unknown keys are rejected, so a typo ("sha265") cannot silently skip checks."""
+    """One manifest entry, whose unknown keys are rejected so that a typo ("sha265") cannot skip a check."""
 
     name: str
     purpose: str
@@ -114,17 +115,10 @@ def load_manifest(source: ManifestSource = None) -> dict[str, WeightEntry]:
 # ---------------------------------------------------------------------------------------------- hashing
 
 
-def _hash_into(h, path: Path) -> None:
-    buf = memoryview(bytearray(CHUNK))
-    with open(path, "rb", buffering=0) as f:
-        while n := f.readinto(buf):
-            h.update(buf[:n])
-
-
 def _sha256_file(path: Path) -> str:
     """The one full-file hash used for store checks (tests count its calls)."""
     h = hashlib.sha256()
-    _hash_into(h, path)
+    hash_into(h, path)
     return h.hexdigest()
 
 
@@ -133,20 +127,10 @@ def sha256_of(path: str | Path) -> str:
     return _sha256_file(Path(path))
 
 
-def _looks_like_html(chunk: bytes) -> bool:
-    return chunk[:512].lstrip().lower().startswith((b"<!doctype html", b"<html"))
-
-
-class _UrlFailed(Exception):
-    """One URL did not deliver the file; the message is the reason shown to the user."""
-
-
-class _Mismatch(_UrlFailed):
-    pass
-
-
 @dataclass(frozen=True)
 class Check:
+    """One file's status in the store, with the reason shown to the user."""
+
     name: str
     status: str  # one of STATUSES
     sha256: str | None = None  # of the file on disk, when it was hashed
@@ -155,6 +139,8 @@ class Check:
 
 @dataclass
 class ImportReport:
+    """What `import_dir` took, skipped as harmless, and rejected for bad bytes."""
+
     taken: list[tuple[str, Path]] = field(default_factory=list)  # (name, source file)
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # harmless: already present, duplicate
     rejected: list[tuple[Path, str]] = field(default_factory=list)  # bad bytes: wrong size or sha256
@@ -190,8 +176,8 @@ class WeightStore:
         if c.status == "corrupt":
             raise WeightsCorrupt(
                 f"{self.path(name)} is corrupt ({c.detail}); it will not be loaded.\n"
-                f"Replace it:  {self._cmd('download', name)}\n"
-                f"or fetch it by hand from {entry.urls[0]} and run:  {self._cmd('import', 'DIR')}")
+                f"Replace it:  {self.command('download', name)}\n"
+                f"or fetch it by hand from {entry.urls[0]} and run:  {self.command('import', 'DIR')}")
         if download:
             return self.download(name, progress=progress)
         raise WeightsMissing(self._missing_message(entry))
@@ -297,17 +283,18 @@ class WeightStore:
         mismatch = False
         for url in entry.urls:
             try:
-                digest = self._try_url(entry, url, part, progress)
-            except _UrlFailed as e:
+                digest = fetch(url, part, name=name, size=entry.size, sha256=entry.sha256,
+                               timeout=self.timeout, progress=progress)
+            except UrlFailed as e:
                 failures.append((url, str(e)))
-                mismatch |= isinstance(e, _Mismatch)
+                mismatch |= isinstance(e, Mismatch)
                 continue
             os.replace(part, target)
             self._record(entry, digest, source=url)
             return target
         tried = "\n".join(f"  {u}\n    -> {why}" for u, why in failures)
         hint = (f"Download it by hand from one of these URLs into a folder DIR, then run:\n"
-                f"  {self._cmd('import', 'DIR')}")
+                f"  {self.command('import', 'DIR')}")
         if mismatch:
             doubt = "" if entry.pinned else (
                 "\nThis sha256 is not pinned yet (not confirmed by the project): if every source disagrees, "
@@ -315,88 +302,6 @@ class WeightStore:
             raise WeightsCorrupt(f"{name}: no URL delivered the expected bytes; nothing was saved.\n"
                                  f"{tried}{doubt}\n{hint}")
         raise WeightsDownloadFailed(f"could not download {name}:\n{tried}\n{hint}")
-
-    def _try_url(self, entry: WeightEntry, url: str, part: Path, progress: bool) -> str:
-        """Stream `url` into `part` and return its sha256; a bad resumed prefix gets one clean retry."""
-        for _ in range(2):
-            digest, resumed = self._fetch(entry, url, part, progress)
-            problem = self._mismatch(entry, digest, part)
-            if problem is None:
-                return digest
-            part.unlink(missing_ok=True)
-            if not resumed:
-                break
-        raise _Mismatch(f"{problem} (from {url})")
-
-    @staticmethod
-    def _mismatch(entry: WeightEntry, digest: str, part: Path) -> str | None:
-        if entry.sha256 is not None and digest != entry.sha256:
-            return f"checksum mismatch: expected sha256 {entry.sha256}, got {digest}"
-        size = part.stat().st_size
-        if entry.size is not None and size != entry.size:
-            return f"size mismatch: expected {entry.size} bytes, got {size}"
-        return None
-
-    def _fetch(self, entry: WeightEntry, url: str, part: Path, progress: bool) -> tuple[str, bool]:
-        """Download (or resume) into `part`; returns (sha256 of the whole part, whether it resumed)."""
-        offset = part.stat().st_size if part.exists() else 0
-        if entry.size is not None and offset > entry.size:
-            part.unlink()
-            offset = 0
-        h = hashlib.sha256()
-        if offset and offset == entry.size:  # an earlier run got every byte but stopped before checking
-            _hash_into(h, part)
-            return h.hexdigest(), True
-        headers = {"User-Agent": f"hairclip-studio/{__version__}"}
-        if offset:
-            headers["Range"] = f"bytes={offset}-"
-        try:
-            resp = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=self.timeout)
-        except urllib.error.HTTPError as e:
-            if e.code == 416 and offset:  # the server cannot serve our range: the part is stale
-                part.unlink()
-                return self._fetch(entry, url, part, progress)
-            raise _UrlFailed(f"HTTP {e.code} {e.reason}") from None
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
-            raise _UrlFailed(_net_reason(e, self.timeout)) from None
-        with resp:
-            if resp.headers.get_content_type() == "text/html":
-                raise _UrlFailed("served an HTML page, not the file (Google Drive does this for large files, "
-                                 "asking to confirm the download in a browser)")
-            if resp.status == 206:
-                start = _range_start(resp.headers.get("Content-Range"))
-                if start != offset:
-                    raise _UrlFailed(f"answered a request for bytes {offset}- with Content-Range "
-                                     f"{resp.headers.get('Content-Range')!r}")
-            elif resp.status == 200:
-                offset = 0  # the server ignored Range (or none was sent): start over
-            else:
-                raise _UrlFailed(f"unexpected HTTP status {resp.status}")
-            resumed = offset > 0
-            if resumed:
-                _hash_into(h, part)
-            length = resp.headers.get("Content-Length")
-            body = int(length) if length and length.isdigit() else None
-            total = entry.size or (offset + body if body is not None else None)
-            from tqdm import tqdm
-
-            received = 0
-            with open(part, "ab" if resumed else "wb") as f, tqdm(
-                    total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-                    desc=entry.name, file=sys.stderr, disable=not progress) as bar:
-                while chunk := _read(resp, self.timeout):
-                    if not resumed and received == 0 and _looks_like_html(chunk):
-                        raise _UrlFailed("served an HTML page, not the file")
-                    f.write(chunk)
-                    h.update(chunk)
-                    received += len(chunk)
-                    bar.update(len(chunk))
-                f.flush()
-                os.fsync(f.fileno())
-        if body is not None and received < body:
-            raise _UrlFailed(f"connection closed after {offset + received} of {offset + body} bytes "
-                             "(the partial file is kept; run again to resume)")
-        return h.hexdigest(), resumed
 
     # -- importing --------------------------------------------------------------------------------------
 
@@ -461,7 +366,7 @@ class WeightStore:
 
     # -- messages ---------------------------------------------------------------------------------------
 
-    def _cmd(self, action: str, arg: str) -> str:
+    def command(self, action: str, arg: str) -> str:
         flag = "" if self.root == default_store_dir() else f" --weights-dir {self.root}"
         return f"hairclip weights {action} {arg}{flag}"
 
@@ -469,177 +374,11 @@ class WeightStore:
         urls = "\n".join(f"  {u}" for u in entry.urls)
         return (f"{entry.name} is missing from the weight store {self.root}\n"
                 f"  ({entry.purpose})\n"
-                f"Download it:  {self._cmd('download', entry.name)}\n"
+                f"Download it:  {self.command('download', entry.name)}\n"
                 f"or fetch it by hand from:\n{urls}\n"
-                f"put it in a folder DIR and run:  {self._cmd('import', 'DIR')}")
+                f"put it in a folder DIR and run:  {self.command('import', 'DIR')}")
 
 
-def _range_start(content_range: str | None) -> int | None:
-    try:  # "bytes 100-199/200"
-        unit, rest = content_range.split(" ", 1)
-        return int(rest.split("-", 1)[0]) if unit == "bytes" else None
-    except (AttributeError, ValueError):
-        return None
-
-
-def _read(resp, timeout: float) -> bytes:
-    try:
-        return resp.read(CHUNK)
-    except (OSError, http.client.HTTPException) as e:
-        reason = _net_reason(e, timeout)
-        raise _UrlFailed(f"{reason} (the partial file is kept; run again to resume)") from None
-
-
-def _net_reason(e: BaseException, timeout: float) -> str:
-    reason = e.reason if isinstance(e, urllib.error.URLError) else e
-    if isinstance(reason, TimeoutError):
-        return f"timed out after {timeout:g} s"
-    return str(reason) or type(reason).__name__
-
-
-# ---------------------------------------------------------------------------------------------- CLI
-
-
-CHECKPOINT_OPTIONS = {"mapper": "hairclip.pt", "e4e": "e4e_ffhq_encode.pt", "parsenet": "parsenet.pth"}
-
-
-def add_checkpoint_options(parser: argparse.ArgumentParser) -> None:
-    """``--mapper``, ``--e4e``, ``--parsenet`` for ``edit`` and ``serve``: files loaded as named, not from the store."""
-    g = parser.add_argument_group("checkpoint files", "load these instead of the weight store's files; "
-                                  "they are read as named (weights only) and never checked against the manifest")
-    g.add_argument("--mapper", type=Path, metavar="FILE",
-                   help="a mapper in the hairclip.pt layout, e.g. one written by `hairclip train`")
-    g.add_argument("--e4e", type=Path, metavar="FILE", help="an encoder in the e4e_ffhq_encode.pt layout")
-    g.add_argument("--parsenet", type=Path, metavar="FILE", help="a face parser in the parsenet.pth layout")
-
-
-def checkpoint_files(args: argparse.Namespace) -> dict[str, Path]:
-    """{official name: file} for the checkpoint options given on the command line."""
-    return {name: getattr(args, opt) for opt, name in CHECKPOINT_OPTIONS.items() if getattr(args, opt, None)}
-
-
-def register_cli(subparsers) -> argparse.ArgumentParser:
-    """Add `weights {list,download,verify,import}` to argparse subparsers; handlers return exit codes."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--weights-dir", metavar="DIR", default=argparse.SUPPRESS,
-                        help=f"the weight store (default: ${ENV_VAR}, else the user cache)")
-    p = subparsers.add_parser("weights", parents=[common], help="list, download, verify or import weights",
-                              description="The model weights HairCLIP Studio needs.")
-
-    def usage(args: argparse.Namespace) -> int:
-        p.print_help(sys.stderr)
-        return 2
-
-    p.set_defaults(func=usage)
-    sub = p.add_subparsers(dest="weights_command", metavar="{list,download,verify,import}")
-    q = sub.add_parser("list", parents=[common], help="show each file's status")
-    q.set_defaults(func=cmd_list)
-    q = sub.add_parser("download", parents=[common], help="download missing files (default: the edit set)")
-    q.add_argument("names", nargs="*", metavar="NAME")
-    q.add_argument("--all", action="store_true", help="also the files only needed for training")
-    q.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    q.set_defaults(func=cmd_download)
-    q = sub.add_parser("verify", parents=[common], help="re-hash files fully and compare with the manifest")
-    q.add_argument("names", nargs="*", metavar="NAME")
-    q.set_defaults(func=cmd_verify)
-    q = sub.add_parser("import", parents=[common], help="copy weight files found under DIR into the store")
-    q.add_argument("dir", metavar="DIR")
-    q.set_defaults(func=cmd_import)
-    return p
-
-
-def _store(args: argparse.Namespace) -> WeightStore:
-    return WeightStore(getattr(args, "weights_dir", None))
-
-
-def _human(n: int) -> str:
-    if n < 1000:
-        return f"{n} B"
-    k = min(int(math.log10(n)) // 3, 3)
-    return f"{n / 1000 ** k:.1f} {('kB', 'MB', 'GB')[k - 1]}"
-
-
-def _checksum_kind(e: WeightEntry) -> str:
-    return "pinned" if e.pinned else "unpinned" if e.sha256 else "first use"
-
-
-def _unknown(store: WeightStore, names: Iterable[str]) -> int:
-    bad = [n for n in names if n not in store.entries]
-    if bad:
-        print(f"unknown weight file(s): {', '.join(bad)}; known: {', '.join(store.entries)}", file=sys.stderr)
-    return 2 if bad else 0
-
-
-def cmd_list(args: argparse.Namespace) -> int:
-    store = _store(args)
-    checks = [store.check(n) for n in store.entries]
-    rows = [("NAME", "STATUS", "SIZE", "CHECKSUM", "NEEDED FOR", "PURPOSE")]
-    for e, c in zip(store.entries.values(), checks, strict=True):
-        size = _human(e.size) if e.size is not None else f"~{e.size_hint}" if e.size_hint else "?"
-        rows.append((e.name, c.status, size, _checksum_kind(e), ",".join(e.needed_for), e.purpose))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    print(f"weight store: {store.root}")
-    for r in rows:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=False)) + "  " + r[5])
-    for c in checks:
-        if c.status in ("corrupt", "unverified"):
-            print(f"{c.name}: {c.status}: {c.detail}")
-    if any(not e.pinned and e.sha256 for e in store.entries.values()):
-        print("unpinned: the sha256 comes from the reference notes and is not yet confirmed by this project; "
-              "files are still checked against it.")
-    if any(c.status == "missing" for c in checks):
-        print(f"get missing files with:  {store._cmd('download', '[NAME...]')}\n"
-              f"                    or:  {store._cmd('import', 'DIR')}")
-    return 0
-
-
-def cmd_download(args: argparse.Namespace) -> int:
-    store = _store(args)
-    if rc := _unknown(store, args.names):
-        return rc
-    names = args.names or [n for n, e in store.entries.items() if args.all or "edit" in e.needed_for]
-    failed = 0
-    for name in names:
-        if store.status(name) in ("ok", "unverified"):
-            print(f"{name}: already in the store")
-            continue
-        try:
-            path = store.download(name, progress=not args.quiet)
-        except WeightsError as e:
-            print(f"error: {e}", file=sys.stderr)
-            failed += 1
-            continue
-        c = store.check(name)
-        print(f"{name}: {c.status} -> {path}" + (f" ({c.detail})" if c.status == "unverified" else ""))
-    return 1 if failed else 0
-
-
-def cmd_verify(args: argparse.Namespace) -> int:
-    store = _store(args)
-    if rc := _unknown(store, args.names):
-        return rc
-    checks = store.verify(args.names or None)
-    width = max(len(c.name) for c in checks)
-    for c in checks:
-        print(f"{c.name.ljust(width)}  {c.status:<10}  {c.detail}".rstrip())
-    bad = [c for c in checks if c.status == "corrupt" or (args.names and c.status == "missing")]
-    return 1 if bad else 0
-
-
-def cmd_import(args: argparse.Namespace) -> int:
-    store = _store(args)
-    try:
-        report = store.import_dir(args.dir)
-    except WeightsError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    for name, src in report.taken:
-        print(f"took     {name}  from {src}")
-    for src, why in report.skipped:
-        print(f"skipped  {src}: {why}")
-    for src, why in report.rejected:
-        print(f"REJECTED {src}: {why}", file=sys.stderr)
-    if not (report.taken or report.skipped or report.rejected):
-        print(f"no weight files under {args.dir} (looking for: {', '.join(store.entries)})", file=sys.stderr)
-        return 1
-    return 1 if report.rejected else 0
+def register_cli(subparsers):
+    """Add `hairclip weights ...`; its handlers (weights_cli.py) open this module's store."""
+    return weights_cli.register_cli(subparsers, WeightStore, ENV_VAR)
