@@ -36,6 +36,12 @@ class Handler(BaseHTTPRequestHandler):
         rng = self.headers.get("Range")
         rec = {"path": self.path, "range": rng, "sent": 0}
         s.requests.append(rec)
+        if self.path in s.redirects:  # as a Hugging Face resolve URL sends the client on to its CDN
+            self.send_response(302)
+            self.send_header("Location", s.redirects[self.path])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if self.path in s.html:
             page = b"<!DOCTYPE html><html><body>Google Drive can't scan this file for viruses.</body></html>"
             self.send_response(200)
@@ -73,7 +79,7 @@ def server():
     srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     srv.daemon_threads = True
     srv.files, srv.html, srv.requests = {"/a.bin": A, "/b.bin": B, "/c.bin": C}, {}, []
-    srv.ignore_range, srv.cut_after = False, None
+    srv.ignore_range, srv.cut_after, srv.redirects = False, None, {}
     srv.url = lambda path: f"http://127.0.0.1:{srv.server_address[1]}{path}"
     t = threading.Thread(target=srv.serve_forever, args=(0.02,), daemon=True)
     t.start()
@@ -153,6 +159,18 @@ def test_interrupted_download_keeps_part_and_resumes(store, server):
     store.download("a.bin", progress=False)
     assert (store.root / "a.bin").read_bytes() == A
     assert server.requests[-1]["range"] == "bytes=50000-"
+
+
+def test_resume_follows_a_redirect_with_its_range(store, server):
+    server.redirects["/resolve/a.bin"] = "/a.bin"
+    st = WeightStore(store.root, manifest(server, a=[server.url("/resolve/a.bin")]))
+    st.root.mkdir()
+    (st.root / "a.bin.part").write_bytes(A[:100_000])
+    st.download("a.bin", progress=False)
+    assert (st.root / "a.bin").read_bytes() == A
+    assert [(r["path"], r["range"]) for r in server.requests] == [("/resolve/a.bin", "bytes=100000-"),
+                                                                 ("/a.bin", "bytes=100000-")]
+    assert server.requests[-1]["sent"] == len(A) - 100_000
 
 
 def test_server_ignoring_range_restarts_cleanly(store, server):
@@ -236,6 +254,22 @@ def test_socket_timeout_is_a_reason_not_a_hang(tmp_path):
         st = WeightStore(tmp_path / "store", {"weights": [entry("a.bin", [url], A)]}, timeout=0.3)
         with pytest.raises(WeightsDownloadFailed, match="timed out after 0.3 s"):
             st.download("a.bin", progress=False)
+
+
+def test_no_network_is_named_as_such(tmp_path, monkeypatch):
+    def no_dns(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)  # what a machine without a network answers
+    url = "https://huggingface.co/public-data/HairCLIP/resolve/main/a.bin"
+    st = WeightStore(tmp_path / "store", {"weights": [entry("a.bin", [url], A)]})
+    with pytest.raises(WeightsDownloadFailed) as e:
+        st.download("a.bin", progress=False)
+    msg = str(e.value)
+    assert "cannot resolve huggingface.co" in msg and "no network" in msg and url in msg
+    assert "weights import DIR" in msg and not (st.root / "a.bin").exists()
 
 
 # ---------------------------------------------------------------------------------------------- resolve
@@ -365,6 +399,13 @@ def test_store_dir_env_and_default(monkeypatch, tmp_path):
 def test_module_does_not_import_torch():
     code = "import sys, hairclip.weights; sys.exit('torch' in sys.modules)"
     env = {**os.environ, "PYTHONPATH": str(Path(weights.__file__).parents[1])}
+    assert subprocess.run([sys.executable, "-c", code], env=env).returncode == 0
+
+
+def test_requests_is_imported_only_when_a_download_starts():
+    code = "import sys, hairclip.cli; hairclip.cli.build_parser(); sys.exit('requests' in sys.modules)"
+    root = Path(weights.__file__).parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(root / d) for d in ("backend", "shared"))}
     assert subprocess.run([sys.executable, "-c", code], env=env).returncode == 0
 
 
