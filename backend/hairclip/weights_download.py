@@ -15,10 +15,11 @@ Libraries evaluated (pooch 1.9.0 and huggingface_hub 2.4.0, read from their sour
   and deletes it on any failure (``core.stream_download``), so an interrupted 1.2 GB e4e download would start
   over. Its ``HTTPDownloader`` is ``requests.get`` plus a write loop whose progress bar counts only the bytes of
   the current response. So we use requests, which does pooch's transfer, directly.
-- ``hf_hub_download`` resumes, but into its own cache layout, after a HEAD request that needs the Hub's own
-  headers (a local test server would have to fake the Hub's API), and it brings hf-xet and httpx. Four of our
-  seven files have a Hub mirror, and a ``resolve`` URL is plain HTTPS: the same code fetches it.
-A URL that serves no sha256 (trust on first use) is the store's business (weights.py), not the transfer's.
+- ``hf_hub_download`` resumes, but into its own cache layout (``.incomplete`` blobs), after a HEAD request that
+  needs the Hub's own headers (``X-Repo-Commit``, the linked ETag: a local test server would have to fake the
+  Hub's API), and it brings hf-xet and httpx2. Four of our seven files have a Hub mirror, and a ``resolve`` URL
+  is plain HTTPS: the same code fetches it, so one transfer serves every URL in the manifest.
+Trust on first use, for a file with no known sha256, is the store's business (weights.py), not the transfer's.
 This module must not import torch; requests and tqdm are imported when a download starts.
 """
 
