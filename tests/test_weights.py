@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -70,6 +71,12 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if s.cut_after is not None:
             body = body[: s.cut_after]  # then the connection closes: an interrupted transfer
+        if s.stall_after is not None:  # send some, then nothing while the connection stays open
+            rec["sent"] = s.stall_after
+            self.wfile.write(body[: s.stall_after])
+            self.wfile.flush()
+            time.sleep(1.0)
+            return
         rec["sent"] = len(body)  # before writing: the client may finish before this thread runs again
         self.wfile.write(body)
 
@@ -79,7 +86,7 @@ def server():
     srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     srv.daemon_threads = True
     srv.files, srv.html, srv.requests = {"/a.bin": A, "/b.bin": B, "/c.bin": C}, {}, []
-    srv.ignore_range, srv.cut_after, srv.redirects = False, None, {}
+    srv.ignore_range, srv.cut_after, srv.stall_after, srv.redirects = False, None, None, {}
     srv.url = lambda path: f"http://127.0.0.1:{srv.server_address[1]}{path}"
     t = threading.Thread(target=srv.serve_forever, args=(0.02,), daemon=True)
     t.start()
@@ -254,6 +261,14 @@ def test_socket_timeout_is_a_reason_not_a_hang(tmp_path):
         st = WeightStore(tmp_path / "store", {"weights": [entry("a.bin", [url], A)]}, timeout=0.3)
         with pytest.raises(WeightsDownloadFailed, match="timed out after 0.3 s"):
             st.download("a.bin", progress=False)
+
+
+def test_a_stall_mid_file_times_out_and_keeps_the_part(tmp_path, server):
+    server.stall_after = 30_000
+    st = WeightStore(tmp_path / "store", manifest(server), timeout=0.3)
+    with pytest.raises(WeightsDownloadFailed, match="stopped after 30000 of 204800 bytes: timed out after 0.3 s"):
+        st.download("a.bin", progress=False)
+    assert (st.root / "a.bin.part").stat().st_size == 30_000 and not (st.root / "a.bin").exists()
 
 
 def test_no_network_is_named_as_such(tmp_path, monkeypatch):
