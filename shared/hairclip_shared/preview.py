@@ -248,25 +248,36 @@ class RenderSession:
 
     def move(self, strength: float) -> None:
         self.view.move(strength)
-        self.sync()
+        self._retry()
 
     def release(self, strength: float) -> None:
         self.view.release(strength)
+        self._retry()
+
+    def _retry(self) -> None:
+        if not self.stale:
+            self.error = ""  # a new position: try the server again
         self.sync()
 
     def want(self, strength: float) -> None:
         """Ask for the exact render at ``strength`` (for Apply) without moving the slider."""
         key = strength_key(strength)
         if key not in self.results and key not in self.jobs and not self.stale:
-            self.jobs[key] = self._rerender(key)
+            self._ask(key)
+
+    def _ask(self, strength: float) -> None:
+        try:
+            self.jobs[strength] = self._rerender(strength)
+        except HairclipError as e:  # the server went away: say so, keep what is here
+            self.error = e.message
 
     def sync(self) -> None:
         wanted = [] if self.stale else self.view.wanted()
         for s in [s for s in self.jobs if s not in wanted and s != self.view.target]:
             self.jobs.pop(s).cancel()
         for s in wanted:
-            if s not in self.jobs and len(self.jobs) < self.max_jobs:
-                self.jobs[s] = self._rerender(s)
+            if s not in self.jobs and len(self.jobs) < self.max_jobs and not self.error:
+                self._ask(s)
 
     def poll(self) -> bool:
         """Take in finished renders; True when the frame may have changed."""
