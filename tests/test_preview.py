@@ -103,6 +103,9 @@ def test_dragging_between_two_grid_renders_crossfades_them_and_asks_for_nothing_
     f = p.frame()
     assert f.kind == "crossfade" and f.parts == ((0.9, pytest.approx(0.7)), (1.0, pytest.approx(0.3)))
     assert f.image.tobytes()[0] == 93
+    assert p.frame() is f  # redrawing the same position mixes nothing again
+    p.move(0.95)
+    assert p.frame().image.tobytes()[0] == 95
 
 
 def test_dragging_asks_for_the_missing_grid_neighbours_and_shows_the_nearest_meanwhile():

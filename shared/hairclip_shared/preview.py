@@ -174,6 +174,7 @@ class StrengthPreview:
         self.step, self.keep = step, keep
         self.pictures: OrderedDict[float, Image] = OrderedDict()
         self.first: Image | None = None
+        self._mixed: tuple[tuple, Frame] | None = None  # the last cross-fade, keyed by position and pictures
 
     def add(self, strength: float, picture: Image) -> None:
         key = strength_key(strength)
@@ -202,7 +203,11 @@ class StrengthPreview:
         parts = slider_crossfade(t, self.step)
         if len(parts) == 2 and all(s in self.pictures for s, _ in parts):
             (s0, _), (s1, w1) = parts
-            return Frame(crossfade(self.pictures[s0], self.pictures[s1], w1), "crossfade", t, tuple(parts))
+            a, b = self.pictures[s0], self.pictures[s1]
+            key = (t, id(a), id(b))
+            if self._mixed is None or self._mixed[0] != key:  # a view redraws often; mix once per position
+                self._mixed = (key, Frame(crossfade(a, b, w1), "crossfade", t, tuple(parts)))
+            return self._mixed[1]
         if self.pictures:
             near = min(self.pictures, key=lambda s: (abs(s - t), s))
             return Frame(self.pictures[near], "nearest", t, ((near, 1.0),))

@@ -128,7 +128,7 @@ def test_plugin_in_real_krita(server, tmp_path):
     data = json.loads(report.read_text())
     print(f"\nKrita {data['krita']}: {len(data['checks'])} checks, {wall:.1f} s (install, start, checks)")
     for name, secs in data["timings"].items():
-        print(f"  {name}: {secs:.1f} s")
+        print(f"  {name}: {secs:.3f} s")
     failed = [c for c in data["checks"] if not c["ok"]]
     details = "\n".join(f"{c['name']}: {c['detail']}" for c in failed)
     assert not failed, f"{details}\n--- krita log ---\n{tail}"
