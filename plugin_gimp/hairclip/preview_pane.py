@@ -165,7 +165,8 @@ class PreviewPane:
     def describe(self) -> dict:
         f = self.session.frame() if self.session is not None else None
         return {"kind": self.frame_kind(), "strength": f.strength if f is not None else None,
-                "error": self.error, "busy": bool(self.session and self.session.busy)}
+                "error": self.error, "busy": bool(self.session and self.session.busy),
+                "first_picture": self.first is not None}
 
     # ------------------------------------------------------------------------------------------ Apply
 

@@ -616,6 +616,7 @@ def test_the_dialog_previews_the_edit_and_its_strength_and_only_ok_adds_the_laye
         _click_field(display, wid, st["preview"]["button"], "1")
         st = _dialog_state(session, lambda st: st["preview"]["kind"] == "exact", timeout=180)
         assert st["preview"]["strength"] == 1.0 and not st["preview"]["error"]
+        assert st["preview"]["first_picture"]  # the server's first picture came (and showed) before the result
         assert (st["preview"]["layers"], st["preview"]["source_sha1"]) == (layers, sha)
         spin = st["preview"]["spin"]
         x, y = spin["x"] + spin["w"] // 2, spin["y"] + spin["h"] // 2
