@@ -163,6 +163,8 @@ class LiveModel:
             return self._changed()
         thumb = shrink(session.frame().image, THUMB_SIDE)
         edit = Edit(task.doc, task.source, task.settings, task.ref_names, session)
+        for old in self.history.entries[self.history.limit - 1:]:  # about to fall off the history
+            old.payload.session.cancel()
         self.current = self.history.add(conditions_text(task.settings, task.ref_names), task.settings.strength,
                                          thumb, edit)
         self.note = f"Previewing '{self.current.conditions}': Apply adds it as a layer."
