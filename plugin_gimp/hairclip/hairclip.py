@@ -10,6 +10,7 @@ hairclip_shared.editing, which the Krita plug-in shares.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -166,9 +167,10 @@ def run(procedure, run_mode, image, drawables, config, data):
         if _MISSING is not None:
             raise Failure(missing_message(_MISSING))
         restore_lost_colour(config)
-        if run_mode == Gimp.RunMode.INTERACTIVE and not show_dialog(procedure, config):
+        previewed: dict = {}  # the dialog's previewed render, when it is exactly what OK asks for
+        if run_mode == Gimp.RunMode.INTERACTIVE and not show_dialog(procedure, config, image, drawables, previewed):
             return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
-        layer = edit(image, drawables, config)
+        layer = edit(image, drawables, config, previewed.get("result"))
     except Failure as e:
         return procedure.new_return_values(e.status, GLib.Error(e.message))
     except HairclipError as e:
@@ -187,15 +189,18 @@ def missing_message(err: ImportError) -> str:
             f"    hairclip install-plugin gimp --gimp-python \"{sys.executable}\"")
 
 
-def show_dialog(procedure, config) -> bool:
+def show_dialog(procedure, config, image=None, drawables=(), previewed: dict | None = None) -> bool:
     """GIMP's dialog for the arguments, plus: only the chosen modes' fields, the trained presets as a list
-    beside free text, strength as a slider, and whether the server answers (with the command that starts it)."""
+    beside free text, strength as a slider, whether the server answers (with the command that starts it), and
+    a preview of the edit that follows the slider (`previewed["result"]`: its render, when OK can use it)."""
     GimpUi.init("hairclip")
     dialog = GimpUi.ProcedureDialog.new(procedure, config, "HairCLIP")
     dialog.get_scale_entry("strength", 1.0)  # made before fill(), so fill() lays out the slider
     dialog.fill(None)
-    view = DialogView(dialog, config)
+    view = DialogView(dialog, config, image, drawables)
     ok = dialog.run()
+    if ok and view.pane is not None and previewed is not None:
+        previewed["result"] = view.pane.result_for(settings_from(config)[0])
     view.close()
     dialog.destroy()
     return ok
@@ -204,8 +209,8 @@ def show_dialog(procedure, config) -> bool:
 class DialogView:
     """What GIMP's generated dialog lacks, on top of it; GTK calls only from GIMP's main (GTK) thread."""
 
-    def __init__(self, dialog, config):
-        self.dialog, self.config = dialog, config
+    def __init__(self, dialog, config, image=None, drawables=()):
+        self.dialog, self.config, self.image, self.drawables = dialog, config, image, drawables
         self.widgets = {name: dialog.get_widget(name, GObject.TYPE_NONE) for name in MODE_FIELDS}
         self.presets_count = {}
         hairstyles, colours = presets(None)
@@ -223,6 +228,14 @@ class DialogView:
         self._handlers.append(config.connect("notify::server", self._server_changed))
         self._follow_modes()
         self.probe()
+        self.pane = None
+        try:  # GTK's image widgets; the preview is this dialog's only part that needs them
+            from preview_pane import PreviewPane
+        except ImportError:
+            PreviewPane = None  # noqa: N806
+        if PreviewPane is not None and image is not None:
+            self.pane = PreviewPane(config, lambda: edit_request(image, drawables, config)[2:5])
+            dialog.get_content_area().pack_start(self.pane.box, False, False, 6)
         self._state_file = os.environ.get(DIALOG_STATE)
         if self._state_file:
             GLib.timeout_add(300, self._write_state)
@@ -278,6 +291,18 @@ class DialogView:
                             "x": xy[0], "y": xy[1], "w": alloc.width, "h": alloc.height}
         state = {"fields": fields, "server_state": self.server_state, "server_line": self.server_line.get_text(),
                  "presets": self.presets_count}
+        if self.pane is not None:  # what the preview shows, and what the image holds meanwhile
+            b = self.pane.button
+            xy = b.translate_coordinates(self.dialog, 0, 0) or (0, 0)
+            src = self.drawables[0]
+            spin = self.dialog.get_widget("strength", GObject.TYPE_NONE).get_spin_button()
+            sxy = spin.translate_coordinates(self.dialog, 0, 0) or (0, 0)
+            state["preview"] = {**self.pane.describe(), "button": {"x": xy[0], "y": xy[1],
+                                "w": b.get_allocation().width, "h": b.get_allocation().height},
+                                "spin": {"x": sxy[0], "y": sxy[1], "w": spin.get_allocation().width,
+                                         "h": spin.get_allocation().height},
+                                "layers": len(self.image.get_layers()),
+                                "source_sha1": hashlib.sha1(read_pixels(src, "R'G'B'A u8")).hexdigest()}
         tmp = self._state_file + ".tmp"
         with open(tmp, "w") as f:
             json.dump(state, f)
@@ -286,6 +311,8 @@ class DialogView:
 
     def close(self) -> None:
         self._closed = True
+        if self.pane is not None:
+            self.pane.close()
         for h in self._handlers:
             self.config.disconnect(h)
 
@@ -413,19 +440,29 @@ def run_job(settings: EditSettings, request) -> EditResult:
     raise Failure("The server ended the edit without a result.")
 
 
-def edit(image, drawables, config) -> Gimp.Layer:
+def edit_request(image, drawables, config) -> tuple:
+    """What an edit of the chosen layer sends: (src, layout, settings, request, source image, pixels, refs)."""
     src = source_layer(image, drawables)
     layout = gimp_layout(image.get_precision().value_nick, image.get_base_type().value_nick)
     settings, hairstyle_ref, colour_ref = settings_from(config)
     w, h = src.get_width(), src.get_height()
     pixels = read_pixels(src, layout.babl)
     check_has_pixels(pixels, layout, "layer", src.get_name())
+    source = to_wire(pixels, w, h, layout)
     request = build_request(
-        settings, to_wire(pixels, w, h, layout),
+        settings, source,
         hairstyle_ref=reference(hairstyle_ref, "hairstyle") if settings.hairstyle_mode == "reference" else None,
         colour_ref=reference(colour_ref, "colour") if settings.colour_mode == "reference" else None,
         selection=selection_mask(image, src) if settings.faces == "selection" else None)
-    result = run_job(settings, request)
+    return src, layout, settings, request, source, pixels, (hairstyle_ref, colour_ref)
+
+
+def edit(image, drawables, config, previewed: EditResult | None = None) -> Gimp.Layer:
+    """Edit the layer (or take the dialog's previewed render of exactly this edit) and add the result layer."""
+    src, layout, settings, request, _, pixels, (hairstyle_ref, colour_ref) = edit_request(image, drawables, config)
+    w, h = src.get_width(), src.get_height()
+    usable = previewed is not None and (previewed.layer.width, previewed.layer.height) == (w, h)
+    result = previewed if usable else run_job(settings, request)
     colour, alpha = split_alpha(from_wire(result.layer, layout), layout, alpha_from=pixels)
     name = layer_name(settings, hairstyle_ref.get_name() if hairstyle_ref else "",
                       colour_ref.get_name() if colour_ref else "")

@@ -1,7 +1,8 @@
 """HairCLIP for Krita: Filters > HairCLIP... edits hair by text, colour or reference with a local server.
 
 Layers of the package: kritadoc (thin Krita wrappers), jobs (an edit task and the server connection),
-model (the dialog's state, no widgets), ui (widgets only), extension (the menu action), scripting (the
+model (the dialog's state, no widgets), ui (widgets only), extension (the menu action), live and
+docker (the preview docker's model and widgets), scripting (the
 documented entry point for scripts: hairclip.scripting.run_edit). The server client and the
 editor-independent logic come from hairclip_shared; `hairclip install-plugin krita` puts it, pyzmq and
 msgpack into vendor/ beside this file.
@@ -22,6 +23,11 @@ def _register() -> None:
 
     app = Krita.instance()
     app.addExtension(HairclipExtension(app))
+    try:
+        from .docker import register
+    except ImportError:  # no Qt binding: only the mock `krita` of the unit tests runs without one
+        return
+    register(app)
 
 
 try:

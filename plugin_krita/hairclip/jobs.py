@@ -160,8 +160,9 @@ class EditTask:
 
     def __init__(self, connection: Connection, doc, node, settings: EditSettings, call_later: CallLater,
                  pool: ThreadPoolExecutor | None = None, previous: Previous | None = None,
-                 want_mask: bool = True, main_loop: bool = True):
+                 want_mask: bool = True, main_loop: bool = True, insert: bool = True):
         self.connection, self.doc, self.node, self.settings = connection, doc, node, settings
+        self.insert = insert  # False: a preview's edit; it ends with `result` and the document untouched
         self.call_later, self.pool, self.previous = call_later, pool or executor(), previous
         self.want_mask, self.main_loop = want_mask, main_loop  # main_loop: False when a caller blocks
         self.state = "new"  # new | preparing | running | converting | inserting | done | failed | cancelled
@@ -175,6 +176,7 @@ class EditTask:
         self.job: Job | None = None
         self._future: Future | None = None
         self._result: EditResult | None = None
+        self.result: EditResult | None = None  # the server's result, once done (kept when insert is False)
         self._cancel = False
         self._existing = previous.layer_id if previous is not None else ""  # the layer a re-render updates
         self.on_done: list[Callable[[EditTask], None]] = []
@@ -199,6 +201,18 @@ class EditTask:
                 self._submit_async(lambda client: client.rerender(base, strength))
             else:
                 self._start_edit()
+        except BaseException as e:
+            self._fail(e)
+        return self
+
+    def insert_result(self, source: kritadoc.LayerPixels, ref_names: tuple[str, str],
+                      result: EditResult) -> EditTask:
+        """Start by inserting a result the server gave earlier (a preview's render): the same conversion and
+        ResultWriter steps as an edit's, instead of `start()`."""
+        try:
+            self.source, self.ref_names, self._result = source, ref_names, result
+            self.name = layer_name(self.settings, *ref_names)
+            self._convert(result)
         except BaseException as e:
             self._fail(e)
         return self
@@ -265,7 +279,11 @@ class EditTask:
                     if ev.preview is not None:
                         self.preview = ev.preview
                 elif isinstance(ev, EditResult):
-                    self._result = ev
+                    self._result = self.result = ev
+                    if not self.insert:
+                        self.state = "done"
+                        self._notify()
+                        return
                     self._convert(ev)
                     break
                 elif isinstance(ev, HairclipError):

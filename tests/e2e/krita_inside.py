@@ -355,11 +355,94 @@ def check_blocking_run_edit():
     doc.setModified(False)
 
 
+def check_docker(photo: str):
+    """The HairCLIP Preview docker: Generate and the strength slider show the edit inside the docker only; the
+    document (its layers, the source's pixels) is unchanged until Apply, which adds the layer with its mask."""
+    from dataclasses import replace
+
+    k = Krita.instance()
+    docker = next((d for d in k.dockers() if type(d).__name__ == "HairclipDocker"), None)
+    if not check("docker registered", docker is not None and docker.model is not None,
+                 [type(d).__name__ for d in k.dockers()][-8:]):
+        return
+    model = docker.model
+    doc = k.openDocument(photo)
+    yield from open_view(doc)
+    source = doc.rootNode().childNodes()[0]
+    yield from activate(doc, source)
+    w, h = doc.width(), doc.height()
+    before_px, before_ids = bytes(source.pixelData(0, 0, w, h)), [uid(n) for n in doc.rootNode().childNodes()]
+
+    def unchanged(when: str) -> None:
+        ids = [uid(n) for n in doc.rootNode().childNodes()]
+        check(f"docker: {when}: no layer added", ids == before_ids, (ids, before_ids))
+        check(f"docker: {when}: source pixels unchanged", bytes(source.pixelData(0, 0, w, h)) == before_px)
+
+    model.store.save(replace(model.settings, endpoint=ENDPOINT, hairstyle_mode="text", hairstyle="bob cut",
+                             colour_mode="text", colour="purple", strength=1.0, faces="all"))
+    t0 = time.monotonic()
+    docker.generate_button.click()
+    yield until(lambda: not model.generating, 300)
+    timings["docker generate"] = time.monotonic() - t0
+    if not check("docker: generated", model.current is not None and not model.error, (model.error, model.status)):
+        return
+    check("docker: the first picture arrived before the result", model.task.preview is not None)
+    check("docker: shows the result at the edit's strength", model.frame().kind == "exact" and
+          docker.picture.pixmap() is not None and not docker.picture.pixmap().isNull() and
+          docker.frame_line.text() == "Render at strength 1.00", docker.frame_line.text())
+    check("docker: one history entry", docker.history.count() == 1 and
+          docker.history.item(0).text().startswith("bob cut, purple"), docker.history.count())
+    unchanged("after Generate")
+    yield 1500  # the idle server renders the neighbouring strengths ahead
+    slider = docker.strength
+    slider.setSliderDown(True)
+    t0 = time.monotonic()
+    slider.setSliderPosition(95)  # a drag to 0.95: 0.9 and 1.0 cross-faded
+    yield until(lambda: docker.frame_line.text().startswith("Cross-fade"), 60)
+    timings["docker drag to cross-fade shown (harness polls every 50 ms)"] = time.monotonic() - t0
+    check("docker: dragging cross-fades 0.9 and 1.0", model.frame().kind == "crossfade" and
+          [s for s, _ in model.frame().parts] == [0.9, 1.0], (model.frame().kind, model.frame().parts))
+    t0 = time.monotonic()
+    slider.setSliderPosition(97)  # both renders are here now: the docker redraws inside the slider's signal
+    shown = docker.frame_line.text()
+    timings["docker drag between renders held, to the docker redrawn"] = time.monotonic() - t0
+    check("docker: a drag between held renders redraws at once", shown == "Cross-fade at 0.97 (dragging)", shown)
+    unchanged("while dragging")
+    slider.setSliderDown(False)
+    t0 = time.monotonic()
+    yield until(lambda: docker.frame_line.text() == "Render at strength 0.97", 120)
+    timings["docker release to exact render"] = time.monotonic() - t0
+    check("docker: release shows the exact render", model.frame().kind == "exact" and
+          model.current.strength == 0.97, (docker.frame_line.text(), model.current.strength))
+    unchanged("after release")
+    docker.apply_button.click()
+    yield until(lambda: model.applying is not None and model.applying.finished, 120)
+    task = model.applying
+    if not check("docker: Apply finished", task is not None and task.state == "done", (model.error,)):
+        return
+    ids = [uid(n) for n in doc.rootNode().childNodes()]
+    new = next((n for n in doc.rootNode().childNodes() if uid(n) == task.outcome.layer_id), None)
+    check("docker: Apply adds one layer above the source", len(ids) == len(before_ids) + 1 and new is not None
+          and ids.index(uid(new)) == ids.index(uid(source)) + 1, ids)
+    check("docker: the layer is named with its strength", new is not None and
+          new.name() == "HairCLIP: bob cut, purple (strength 0.97)", new.name() if new else None)
+    check("docker: the layer has the edit's mask", new is not None and len(masks_of(new)) == 1 and task.outcome.mask,
+          task.outcome)
+    check("docker: source pixels unchanged after Apply", bytes(source.pixelData(0, 0, w, h)) == before_px)
+    docker.drop_button.click()
+    check("docker: Drop empties the history, the layer stays", docker.history.count() == 0 and
+          uid(new) in [uid(n) for n in doc.rootNode().childNodes()], docker.history.count())
+    doc.setModified(False)
+
+
 def main():
     t_all = time.monotonic()
     steps = (check_action_in_filter_menu, check_layouts, check_linear_float_read,
              lambda: check_photo_edit(os.environ["HC_E2E_PHOTO"]), check_dialog, check_offset_16bit_edit,
-             check_blocking_run_edit)
+             check_blocking_run_edit, lambda: check_docker(os.environ["HC_E2E_PHOTO"]))
+    only = os.environ.get("HC_E2E_ONLY")  # e.g. "2,8": run only those steps (1-based), to save time
+    if only:
+        steps = tuple(steps[int(i) - 1] for i in only.split(","))
     for fn in steps:
         try:
             result = fn()

@@ -160,6 +160,17 @@ try:
             status, value = call(image, src, mode)
             R["runs"].append([status, value.get_name() if status == "success" else str(value)])
         image.delete()
+    elif P["case"] == "preview":  # the test drives the dialog's preview and slider, then presses OK
+        image = load("/e/photo.png")
+        src = image.get_layers()[0]
+        src.set_name("photo")
+        dump(src, "R'G'B'A u8", "preview_src_before.rgba")
+        status, value = call(image, src, "INTERACTIVE", **{"hairstyle-mode": "text", "hairstyle": "bob cut",
+                                                           "colour-mode": "text", "colour": "purple"})
+        R["status"], R["returned"] = status, value.get_name() if status == "success" else str(value)
+        R["layers"] = [l.get_name() for l in image.get_layers()]
+        dump(src, "R'G'B'A u8", "preview_src_after.rgba")
+        image.delete()
     else:  # "cancel": the test kills this plug-in run mid-job
         image = load("/e/big.png")
         status, message = call(image, image.get_layers()[0], **{"hairstyle-mode": "text", "colour-mode": "none"})
@@ -588,3 +599,43 @@ def test_the_dialog_edits_and_remembers_its_values(edit, session, display):
     last = session.folder / "home/.config/GIMP/3.0/plug-in-settings/GimpProcedureConfigRun-plug-in-hairclip.last"
     text = last.read_text()
     assert '(hairstyle "afro")' in text and f'(server "{session.endpoint}")' in text
+
+
+def test_the_dialog_previews_the_edit_and_its_strength_and_only_ok_adds_the_layer(session, display):
+    """Issue 15, item 4 in real GIMP: Preview shows the edit inside the dialog; a new strength typed into the
+    slider's field shows the exact render; the image keeps one layer and the source's pixels until OK, and OK
+    adds the previewed render as the layer without a new server job."""
+    gimp = session.gimp("preview", timeout=240, display=display)
+    seen: set[str] = set()
+    try:
+        (session.folder / "dialog.json").unlink(missing_ok=True)
+        wid, w, h = _next_dialog(display, seen, gimp)
+        st = _dialog_state(session, lambda st: st["server_state"] == "connected" and "preview" in st)
+        layers, sha = st["preview"]["layers"], st["preview"]["source_sha1"]
+        assert layers == 1 and st["preview"]["kind"] == "none"
+        _click_field(display, wid, st["preview"]["button"], "1")
+        st = _dialog_state(session, lambda st: st["preview"]["kind"] == "exact", timeout=180)
+        assert st["preview"]["strength"] == 1.0 and not st["preview"]["error"]
+        assert st["preview"]["first_picture"]  # the server's first picture came (and showed) before the result
+        assert (st["preview"]["layers"], st["preview"]["source_sha1"]) == (layers, sha)
+        spin = st["preview"]["spin"]
+        x, y = spin["x"] + spin["w"] // 2, spin["y"] + spin["h"] // 2
+        _xdotool(display, "mousemove", "--window", wid, str(x), str(y),
+                 "click", "--repeat", "3", "1", "key", "ctrl+a", "type", "--delay", "5", "0.55")
+        _xdotool(display, "key", "Tab")
+        st = _dialog_state(session, lambda st: st["preview"]["kind"] == "exact" and st["preview"]["strength"] == 0.55,
+                           timeout=180)
+        assert (st["preview"]["layers"], st["preview"]["source_sha1"]) == (layers, sha)  # nothing added yet
+        jobs_before = session.server_log.read_text(errors="replace").count(" started")
+        time.sleep(0.5)
+        w, h = _size(display, wid)
+        _xdotool(display, "mousemove", "--window", wid, str(w - 56), str(h - 30), "click", "1")  # OK
+    finally:
+        report = session.report("preview", gimp)
+    assert report["status"] == "success", report["gimp_log"][-3000:]
+    # GIMP's dialog may start from the last run's values (the hairstyle): the strength is this test's own.
+    assert report["returned"].startswith("HairCLIP: ") and report["returned"].endswith("(strength 0.55)")
+    assert report["layers"] == [report["returned"], "photo"]
+    np.testing.assert_array_equal(session.raw("preview_src_after.rgba", 4), session.raw("preview_src_before.rgba", 4))
+    if session.server is not None:  # OK used the previewed render: no job after it
+        assert session.server_log.read_text(errors="replace").count(" started") == jobs_before
