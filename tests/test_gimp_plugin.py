@@ -61,7 +61,7 @@ def _enum(*names: str) -> types.SimpleNamespace:
 
 
 FORMATS = {"R'G'B'A u8": (4, "B", 255), "R'G'B'A u16": (4, "<u2", 65535), "R'G'B'A float": (4, "<f4", None),
-           "Y u8": (1, "B", 255)}
+           "Y u8": (1, "B", 255), "Y' u8": (1, "B", 255)}  # one stored value each: no curves here
 
 
 class FakeBuffer:
@@ -131,6 +131,9 @@ class FakeDrawable:
 
     def get_offsets(self):
         return True, *self.offsets
+
+    def get_format(self):  # a Babl format; here its encoding (GIMP 3: Y' u8 for an 8-bit image's channels)
+        return "Y' u8" if self.kind == "channel" else "R'G'B'A u8"
 
     def set_offsets(self, x, y):
         self.offsets = (x, y)
@@ -435,7 +438,7 @@ def fake_gi() -> tuple[types.ModuleType, types.SimpleNamespace]:
                                 Menu=lambda: FakeWidget("menu"), MenuItem=lambda label: FakeWidget("item", label=label),
                                 EntryIconPosition=_enum("SECONDARY"))
     gimpui = types.SimpleNamespace(init=lambda name: None, ProcedureDialog=FakeDialog)
-    babl = types.SimpleNamespace(format=lambda name: name)
+    babl = types.SimpleNamespace(format=lambda name: name, format_get_encoding=lambda fmt: fmt)
     repo = types.ModuleType("gi.repository")
     repo.Gimp, repo.Gegl, repo.GLib, repo.GObject, repo.GimpUi, repo.Babl = gimp, gegl, glib, gobject, gimpui, babl
     repo.Gtk = gtk
@@ -624,6 +627,7 @@ def test_hair_left_outside_the_crop_becomes_a_hidden_channel_and_a_message(monke
     assert [c.name for c in image.channels] == [OLD_HAIR_NAME] == ["HairCLIP: old hair outside the crop"]
     channel = image.channels[0]
     assert not channel.visible  # no tint over the photo until the user asks for it
+    assert ("build", OLD_HAIR_NAME, "buffer.set", "Y' u8") in image.log  # the bytes as they are, no curve
     got = np.round(channel.px[..., 0] * 255).astype(np.uint8)
     want = np.zeros((11, 14), np.uint8)
     want[5:, 3:] = np.frombuffer(long_hair_mask(12, 8), np.uint8).reshape(8, 12)[:6, :11]  # in image pixels

@@ -493,7 +493,10 @@ def add_old_hair_channel(image, mask: bytes, ox: int, oy: int, w: int, h: int) -
     if not rows.strip(b"\0"):
         return False
     channel = Gimp.Channel.new(image, OLD_HAIR_NAME, iw, ih, 50.0, Gegl.Color.new("#ff8000"))
-    write_pixels(channel, "Y u8", rows, x0, y0, x1 - x0, y1 - y0)
+    # An 8-bit image keeps its channels gamma-encoded (Y' u8), and Channel to Selection takes their values as
+    # they are: the bytes go in unconverted. Deeper channels take "Y u8" exactly (v * 257, ...).
+    own = Babl.format_get_encoding(channel.get_format())
+    write_pixels(channel, own if own in ("Y u8", "Y' u8") else "Y u8", rows, x0, y0, x1 - x0, y1 - y0)
     channel.set_visible(False)  # it tints the canvas when shown; the user picks it (Channel to Selection)
     image.insert_channel(channel, None, 0)
     return True
