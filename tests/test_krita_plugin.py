@@ -658,7 +658,7 @@ def _qt_binding() -> str | None:
 
 @pytest.mark.skipif(_qt_binding() is None, reason="needs PyQt6 or PyQt5, which only Krita's Python has here; "
                                                   "tests/e2e drives the dialog in real Krita")
-def test_dialog_widgets_follow_the_model(app, endpoint, monkeypatch):
+def test_dialog_widgets_follow_the_model(app, endpoint, engine, monkeypatch):
     monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
     widgets = importlib.import_module(f"{_qt_binding()}.QtWidgets")
     qapp = widgets.QApplication.instance() or widgets.QApplication([])
@@ -674,6 +674,9 @@ def test_dialog_widgets_follow_the_model(app, endpoint, monkeypatch):
     d.faces.setCurrentIndex(d.faces.findData("selection"))
     assert m.settings.faces == "selection"
     assert not d.style_aligned.isVisibleTo(d)
+    assert d.whole_hair.currentData() == "auto" and d.whole_hair.isVisibleTo(d)
+    d.whole_hair.setCurrentIndex(d.whole_hair.findData("no"))
+    assert m.settings.whole_hair == "no"
     d.style_mode.setCurrentIndex(d.style_mode.findData("reference"))
     assert d.style_aligned.isVisibleTo(d) and d.style_aligned.currentData() == "auto"
     assert "1024x1024" in d.style_aligned.currentText() and d.style_aligned.toolTip() == ALIGNED_RULE
@@ -696,6 +699,7 @@ def test_dialog_widgets_follow_the_model(app, endpoint, monkeypatch):
     assert loop.run(lambda: not m.busy, tick=m.tick)
     qapp.processEvents()
     assert "Added 'HairCLIP: afro, #7f3fbf (strength 1.5)'" in d.status.text() and not d.error.isVisibleTo(d)
+    assert engine.requests[-1].whole_hair is False and not d.warning.isVisibleTo(d)  # no long hair here
     d.close()
 
 
