@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -59,6 +59,7 @@ class PhotoHair:
     box: Box
     total: float  # the face's hair in photo pixels: the crop's mask inside the square, the window's outside
     outside: float  # of which outside the square
+    outside_u8: np.ndarray | None = field(default=None, repr=False)  # `outside_mask`'s piece on ``box``, once made
 
     @property
     def fraction_outside(self) -> float:
@@ -227,8 +228,10 @@ def outside_mask(faces: Sequence[tuple[PhotoHair, FaceTransform]], shape: tuple[
             continue
         check()
         x0, y0, x1, y1 = hair.box
-        weight = hair.weight * (1 - square_weight(t, hair.box, hair.weight.device, seam=0, check=check))
-        piece = (weight.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+        if hair.outside_u8 is None:  # the photo's own hair: made once, kept with the photo's cached face
+            weight = hair.weight * (1 - square_weight(t, hair.box, hair.weight.device, seam=0, check=check))
+            hair.outside_u8 = (weight.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+        piece = hair.outside_u8
         cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, shape[1]), min(y1, shape[0])
         if cx1 <= cx0 or cy1 <= cy0:
             continue
