@@ -33,11 +33,12 @@ from hairclip_shared.editing import (
     COLOUR_MODES,
     FACE_MODES,
     HAIRSTYLE_MODES,
+    WHOLE_HAIR_MODES,
     EditSettings,
     empty_layer_message,
     layer_name,
 )
-from hairclip_shared.wording import stage_text
+from hairclip_shared.wording import FIELD_HELP, OLD_HAIR_NAME, stage_text
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN = ROOT / "plugin_gimp" / "hairclip" / "hairclip.py"
@@ -60,7 +61,7 @@ def _enum(*names: str) -> types.SimpleNamespace:
 
 
 FORMATS = {"R'G'B'A u8": (4, "B", 255), "R'G'B'A u16": (4, "<u2", 65535), "R'G'B'A float": (4, "<f4", None),
-           "Y u8": (1, "B", 255)}
+           "Y u8": (1, "B", 255), "Y' u8": (1, "B", 255)}  # one stored value each: no curves here
 
 
 class FakeBuffer:
@@ -107,7 +108,7 @@ class FakeDrawable:
     @property
     def attached(self) -> bool:
         item = self.owner or self
-        return item in self.image.layers or item is self.image.selection
+        return item in self.image.layers or item in self.image.channels or item is self.image.selection
 
     def mutate(self, *what):
         # Only changes to items in the image need undo; a layer being built is not in it yet.
@@ -130,6 +131,9 @@ class FakeDrawable:
 
     def get_offsets(self):
         return True, *self.offsets
+
+    def get_format(self):  # a Babl format; here its encoding (GIMP 3: Y' u8 for an 8-bit image's channels)
+        return "Y' u8" if self.kind == "channel" else "R'G'B'A u8"
 
     def set_offsets(self, x, y):
         self.offsets = (x, y)
@@ -169,12 +173,17 @@ class FakeDrawable:
         self.edit_mask = edit
         self.mutate("set_edit_mask")
 
+    def set_visible(self, visible):
+        self.visible = visible
+        self.mutate("set_visible")
+
 
 class FakeImage:
     def __init__(self, w: int, h: int, base: str = "rgb", precision: str = "u8-non-linear"):
         self.width, self.height = w, h
         self.base, self.precision = Nick(base), Nick(precision)
         self.layers: list[FakeDrawable] = []  # top first, like GIMP
+        self.channels: list[FakeDrawable] = []
         self.log: list[tuple] = []
         self._ids = 0
         self.selection = FakeDrawable(self, "selection", w, h, 1, "channel")
@@ -191,6 +200,18 @@ class FakeImage:
 
     def get_precision(self):
         return self.precision
+
+    def get_width(self):
+        return self.width
+
+    def get_height(self):
+        return self.height
+
+    def insert_channel(self, channel, parent, position):
+        assert parent is None
+        self.channels.insert(position, channel)
+        self.log.append(("mutate", channel.name, "insert_channel"))
+        return True
 
     def get_base_type(self):
         return self.base
@@ -392,7 +413,14 @@ def fake_gi() -> tuple[types.ModuleType, types.SimpleNamespace]:
         progress_set_text=lambda text: progress.append(("text", text)),
         progress_update=lambda f: progress.append(("update", f)),
         progress_end=lambda: progress.append(("end",)),
-        displays_flush=lambda: None)
+        displays_flush=lambda: None, messages=[])
+    gimp.message = gimp.messages.append
+
+    def new_channel(image, name, w, h, opacity, color):
+        assert (w, h) == (image.width, image.height)  # GIMP's channels are the image's size
+        return FakeDrawable(image, name, w, h, 1, "channel")
+
+    gimp.Channel = types.SimpleNamespace(new=new_channel)
 
     def new_layer(image, name, w, h, image_type, opacity, mode):
         assert image_type is gimp.ImageType.RGBA_IMAGE and opacity == 100.0
@@ -410,7 +438,7 @@ def fake_gi() -> tuple[types.ModuleType, types.SimpleNamespace]:
                                 Menu=lambda: FakeWidget("menu"), MenuItem=lambda label: FakeWidget("item", label=label),
                                 EntryIconPosition=_enum("SECONDARY"))
     gimpui = types.SimpleNamespace(init=lambda name: None, ProcedureDialog=FakeDialog)
-    babl = types.SimpleNamespace(format=lambda name: name)
+    babl = types.SimpleNamespace(format=lambda name: name, format_get_encoding=lambda fmt: fmt)
     repo = types.ModuleType("gi.repository")
     repo.Gimp, repo.Gegl, repo.GLib, repo.GObject, repo.GimpUi, repo.Babl = gimp, gegl, glib, gobject, gimpui, babl
     repo.Gtk = gtk
@@ -465,11 +493,23 @@ class InvertTestEngine:
         out = np.concatenate([1.0 - a[..., :3], np.zeros_like(a[..., 3:])], axis=-1)
         out[:, : src.width // 2, 3] = 1.0
         data = (out * top).round().astype(dtype) if top != 1.0 else out.astype(dtype)
+        meta, outside = {}, None
+        if request.hairstyle == "long":  # a photo with hair below the crop: the bottom half of the layer
+            meta = {"hair_outside_crop": 0.5, "whole_hair": request.whole_hair is True}
+            if request.whole_hair is not True:
+                outside = Image(src.width, src.height, long_hair_mask(src.width, src.height), "A", "u8")
         return EditResult(Image(src.width, src.height, data.tobytes(), request.out_channels, request.out_depth),
-                          [Face((0, 0, src.width, src.height), True)])
+                          [Face((0, 0, src.width, src.height), True)], meta=meta, hair_outside=outside)
 
     def rerender(self, request, ctx):
         raise NotImplementedError
+
+
+def long_hair_mask(w: int, h: int) -> bytes:
+    """InvertTestEngine's hair outside the crop: the bottom half, graded left to right."""
+    m = np.zeros((h, w), np.uint8)
+    m[h // 2:] = np.linspace(40, 255, w).round().astype(np.uint8)
+    return m.tobytes()
 
 
 @pytest.fixture
@@ -510,13 +550,13 @@ def test_procedure_registers_under_filters_with_typed_arguments(monkeypatch):
     assert kinds == {"hairstyle-mode": "choice", "hairstyle": "string", "hairstyle-ref": "layer",
                      "hairstyle-ref-aligned": "choice", "colour-mode": "choice", "colour": "string", "rgb": "color",
                      "colour-ref": "layer", "colour-ref-aligned": "choice", "strength": "double", "faces": "choice",
-                     "server": "string"}
+                     "server": "string", "whole-hair": "choice"}
     d = EditSettings()
     assert proc.defaults() | {"rgb": d.rgb} == {
         "hairstyle-mode": d.hairstyle_mode, "hairstyle": d.hairstyle, "hairstyle-ref": None,
         "hairstyle-ref-aligned": "auto", "colour-mode": d.colour_mode, "colour": d.colour, "rgb": d.rgb,
         "colour-ref": None, "colour-ref-aligned": "auto", "strength": d.strength, "faces": d.faces,
-        "server": d.endpoint}
+        "server": d.endpoint, "whole-hair": "auto"}
     for name in ("hairstyle-ref-aligned", "colour-ref-aligned"):  # the rule is stated in the dialog
         assert proc.args[name][-3].nicks == list(ALIGNED_MODES) and proc.args[name][2] == ALIGNED_RULE
     assert proc.args["rgb"][-2].css == d.rgb
@@ -525,6 +565,8 @@ def test_procedure_registers_under_filters_with_typed_arguments(monkeypatch):
     assert proc.args["hairstyle-mode"][-3].nicks == list(HAIRSTYLE_MODES)
     assert proc.args["colour-mode"][-3].nicks == list(COLOUR_MODES)
     assert proc.args["faces"][-3].nicks == list(FACE_MODES)
+    assert proc.args["whole-hair"][-3].nicks == list(WHOLE_HAIR_MODES)  # the words Krita's dialog shows too
+    assert proc.args["whole-hair"][1:3] == ("Lo_ng hair", FIELD_HELP["whole_hair"])  # L is taken
     assert proc.returns["layer"][0] == "layer"
 
 
@@ -565,6 +607,47 @@ def test_every_change_to_the_image_is_inside_one_undo_group(monkeypatch, server)
     # One undoable step: the pixels and the mask were written before the layer joined the image.
     assert [e[2] for e in log[1:-1]] == ["insert_layer"]
     assert not any(e[1] == "photo" for e in image.log if e[0] in ("mutate", "build"))
+
+
+@pytest.mark.parametrize("whole_hair, sent", [("auto", None), ("yes", True), ("no", False)])
+def test_the_long_hair_choice_reaches_the_server(monkeypatch, server, whole_hair, sent):
+    plugin, gimp = load_plugin(monkeypatch)
+    image = FakeImage(40, 30)
+    status, _ = call(plugin, gimp, image, [photo(image)], server=server.endpoint, whole_hair=whole_hair)
+    assert status == gimp.PDBStatusType.SUCCESS and server.test_engine.requests[0].whole_hair is sent
+
+
+def test_hair_left_outside_the_crop_becomes_a_hidden_channel_and_a_message(monkeypatch, server):
+    plugin, gimp = load_plugin(monkeypatch)
+    image = FakeImage(14, 11)  # the 12 x 8 layer at (3, 5) hangs 1 px off the right and 2 px off the bottom
+    src = photo(image)
+    before = src.px.copy()
+    status, layer = call(plugin, gimp, image, [src], server=server.endpoint, hairstyle="long", colour_mode="none")
+    assert status == gimp.PDBStatusType.SUCCESS
+    assert [c.name for c in image.channels] == [OLD_HAIR_NAME] == ["HairCLIP: old hair outside the crop"]
+    channel = image.channels[0]
+    assert not channel.visible  # no tint over the photo until the user asks for it
+    assert ("build", OLD_HAIR_NAME, "buffer.set", "Y' u8") in image.log  # the bytes as they are, no curve
+    got = np.round(channel.px[..., 0] * 255).astype(np.uint8)
+    want = np.zeros((11, 14), np.uint8)
+    want[5:, 3:] = np.frombuffer(long_hair_mask(12, 8), np.uint8).reshape(8, 12)[:6, :11]  # in image pixels
+    np.testing.assert_array_equal(got, want)
+    assert gimp.messages == ["50% of the hair lies outside the face crop and was left as it was: recolour it with "
+                             "'Long hair beyond the face crop', or paint over it. The selection 'HairCLIP: old "
+                             "hair outside the crop' outlines it."]
+    np.testing.assert_array_equal(src.px, before)  # the source is never written
+    log = [e for e in image.log if e[0] in ("undo_group_start", "undo_group_end", "mutate")]
+    assert [e[0] for e in log[:1] + log[-1:]] == ["undo_group_start", "undo_group_end"]  # the same undo step
+    assert [e[2] for e in log[1:-1]] == ["insert_layer", "insert_channel"]
+    assert image.selected == [src] and layer.mask is not None
+
+
+def test_a_whole_hair_edit_or_an_older_server_adds_no_channel_and_no_message(monkeypatch, server):
+    plugin, gimp = load_plugin(monkeypatch)
+    image = FakeImage(40, 30)
+    call(plugin, gimp, image, [photo(image)], server=server.endpoint, hairstyle="long", whole_hair="yes")
+    call(plugin, gimp, image, [photo(image)], server=server.endpoint)  # no meta, no mask: as before
+    assert image.channels == [] and gimp.messages == []
 
 
 def test_progress_bar_follows_the_servers_progress_stream(monkeypatch, server):

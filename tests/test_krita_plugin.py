@@ -94,7 +94,9 @@ TOP = {"u8": 255, "u16": 65535, "f32": 1.0}
 
 class BoxEngine:
     """A test engine: the edit darkens a centre box by 0.5 * strength and says so in alpha (opaque there,
-    0 elsewhere); outside the box the layer carries the source's own colours, like the real compositor."""
+    0 elsewhere); outside the box the layer carries the source's own colours, like the real compositor.
+    The hairstyle "long" stands for a photo with hair below the crop: the bottom quarter of the layer is
+    that hair, reported in meta and, unless whole_hair is asked for, sent as the `hair_outside` mask."""
 
     def __init__(self):
         self.requests, self.cache = [], {}
@@ -137,7 +139,20 @@ class BoxEngine:
         o = (np.round(o) if od != "f32" else o).astype(DT[od])
         ctx.progress("edit", 1.0)
         layer = Image(w, h, o.tobytes(), req.out_channels, od)
-        return EditResult(layer, [Face((w // 4, h // 4, w // 2, h // 2), True)])
+        meta, outside = {}, None
+        if req.hairstyle == "long":
+            meta = {"hair_outside_crop": 0.25, "whole_hair": req.whole_hair is True}
+            if req.whole_hair is not True:
+                outside = Image(w, h, long_hair_mask(w, h), "A", "u8")
+        return EditResult(layer, [Face((w // 4, h // 4, w // 2, h // 2), True)], meta=meta, hair_outside=outside)
+
+
+def long_hair_mask(w: int, h: int) -> bytes:
+    """BoxEngine's hair outside the crop: the bottom quarter, soft on its left half."""
+    m = np.zeros((h, w), np.uint8)
+    m[3 * h // 4:, w // 2:] = 255
+    m[3 * h // 4:, :w // 2] = 100
+    return m.tobytes()
 
 
 @pytest.fixture(scope="module")
@@ -502,6 +517,60 @@ def test_strength_rerender_updates_the_same_layer(app, loop, conn, engine):
     assert type(engine.requests[-1]).__name__ == "EditRequest" and len(doc.rootNode().childNodes()) == 2
 
 
+def old_hair_of(node):
+    masks = [c for c in node.childNodes() if c.type() == "selectionmask"]
+    return masks[0] if masks else None
+
+
+@pytest.mark.parametrize("version", ["5.1.5", "5.2.2"])
+def test_hair_left_outside_the_crop_becomes_a_selection_mask_on_the_new_layer(version, endpoint, engine):
+    app = mk.Krita.reset(version)
+    loop = Loop(app)
+    conn = jobs.Connection(endpoint, pool=SyncPool(), timeout=3.0)
+    doc, src = photo_doc(app, 16, 8)
+    before = src.pixelData(0, 0, 16, 8)
+    task = run_task(new_task(conn, loop, doc, src, hairstyle="long", colour_mode="none"), loop)
+    out = task.outcome
+    assert engine.requests[-1].whole_hair is None  # "auto": left to the server
+    assert out.old_hair and out.mask and out.warning == (
+        "25% of the hair lies outside the face crop and was left as it was: recolour it with 'Long hair beyond "
+        "the face crop', or paint over it. The selection 'HairCLIP: old hair outside the crop' outlines it.")
+    layer = kritadoc.find_node(doc, out.layer_id)
+    old = old_hair_of(layer)
+    assert old.name() == "HairCLIP: old hair outside the crop"
+    assert old.selection().pixelData(0, 0, 16, 8) == long_hair_mask(16, 8)  # byte for byte, in place
+    assert mask_of(layer).pixelData(0, 0, 16, 8) != old.selection().pixelData(0, 0, 16, 8)
+    assert doc.selection() is None  # inactive: it selects nothing until the user picks it
+    assert src.pixelData(0, 0, 16, 8) == before and not src.childNodes()
+    steps = 2 if version == "5.1.5" else 1  # the layer (and 5.1's mask action): none of its own
+    assert len(doc.undo_stack) == steps
+    for _ in range(steps):
+        doc.undo()
+    assert [n.name() for n in doc.rootNode().childNodes()] == ["Background"]  # it goes with the layer
+    conn.close()
+
+
+def test_a_whole_hair_edit_and_an_older_server_add_no_selection_and_no_warning(app, loop, conn, engine):
+    doc, src = photo_doc(app, 16, 8)
+    task = run_task(new_task(conn, loop, doc, src, hairstyle="long", colour_mode="none", whole_hair="yes"), loop)
+    assert engine.requests[-1].whole_hair is True
+    assert not task.outcome.old_hair and task.outcome.warning == ""
+    assert old_hair_of(kritadoc.find_node(doc, task.outcome.layer_id)) is None
+    plain = run_task(new_task(conn, loop, doc, src, hairstyle="afro"), loop)  # no meta, no mask: as before
+    assert not plain.outcome.old_hair and plain.outcome.warning == ""
+
+
+def test_a_strength_rerender_keeps_one_old_hair_selection(app, loop, conn, engine):
+    doc, src = photo_doc(app, 16, 8)
+    first = run_task(new_task(conn, loop, doc, src, hairstyle="long", colour_mode="none", whole_hair="no"), loop)
+    assert engine.requests[-1].whole_hair is False
+    again = run_task(first.with_strength(0.5), loop)
+    layer = kritadoc.find_node(doc, first.outcome.layer_id)
+    assert again.outcome.layer_id == first.outcome.layer_id and again.outcome.old_hair
+    masks = [c for c in layer.childNodes() if c.type() == "selectionmask"]
+    assert len(masks) == 1 and masks[0].selection().pixelData(0, 0, 16, 8) == long_hair_mask(16, 8)
+
+
 # ---------------------------------------------------------------------------------------------- dialog model
 
 def _model(app, loop, endpoint):
@@ -547,6 +616,24 @@ def test_model_apply_and_strength_slider(app, loop, endpoint, engine):
     assert m.last is None
 
 
+def test_model_keeps_the_whole_hair_choice_and_shows_the_warning_until_the_next_edit(app, loop, endpoint, engine):
+    m = _model(app, loop, endpoint)
+    assert m.settings.whole_hair == "auto"  # the server's default
+    m.update(whole_hair="no", hairstyle="long", colour_mode="none")
+    assert EditSettings.from_json(app.readSetting("hairclip", "settings", "")).whole_hair == "no"
+    assert model_mod.EditModel(app, model_mod.SettingsStore(app), loop.call_later).settings.whole_hair == "no"
+    doc, src = photo_doc(app, 16, 8)
+    m.apply()
+    assert loop.run(lambda: not m.busy, tick=m.tick)
+    assert engine.requests[-1].whole_hair is False
+    assert m.warning.startswith("25% of the hair lies outside the face crop") and "HairCLIP: old hair" in m.warning
+    m.update(whole_hair="yes")
+    m.apply()
+    assert m.warning == ""  # cleared as the next edit starts
+    assert loop.run(lambda: not m.busy, tick=m.tick)
+    assert engine.requests[-1].whole_hair is True and m.warning == ""
+
+
 def test_extension_adds_filters_menu_action(app):
     ext = extension.HairclipExtension(app)
     ext.createActions(app.activeWindow())
@@ -571,7 +658,7 @@ def _qt_binding() -> str | None:
 
 @pytest.mark.skipif(_qt_binding() is None, reason="needs PyQt6 or PyQt5, which only Krita's Python has here; "
                                                   "tests/e2e drives the dialog in real Krita")
-def test_dialog_widgets_follow_the_model(app, endpoint, monkeypatch):
+def test_dialog_widgets_follow_the_model(app, endpoint, engine, monkeypatch):
     monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
     widgets = importlib.import_module(f"{_qt_binding()}.QtWidgets")
     qapp = widgets.QApplication.instance() or widgets.QApplication([])
@@ -587,6 +674,9 @@ def test_dialog_widgets_follow_the_model(app, endpoint, monkeypatch):
     d.faces.setCurrentIndex(d.faces.findData("selection"))
     assert m.settings.faces == "selection"
     assert not d.style_aligned.isVisibleTo(d)
+    assert d.whole_hair.currentData() == "auto" and d.whole_hair.isVisibleTo(d)
+    d.whole_hair.setCurrentIndex(d.whole_hair.findData("no"))
+    assert m.settings.whole_hair == "no"
     d.style_mode.setCurrentIndex(d.style_mode.findData("reference"))
     assert d.style_aligned.isVisibleTo(d) and d.style_aligned.currentData() == "auto"
     assert "1024x1024" in d.style_aligned.currentText() and d.style_aligned.toolTip() == ALIGNED_RULE
@@ -609,6 +699,7 @@ def test_dialog_widgets_follow_the_model(app, endpoint, monkeypatch):
     assert loop.run(lambda: not m.busy, tick=m.tick)
     qapp.processEvents()
     assert "Added 'HairCLIP: afro, #7f3fbf (strength 1.5)'" in d.status.text() and not d.error.isVisibleTo(d)
+    assert engine.requests[-1].whole_hair is False and not d.warning.isVisibleTo(d)  # no long hair here
     d.close()
 
 

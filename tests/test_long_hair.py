@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from scipy.ndimage import binary_dilation
+from scipy.ndimage import binary_dilation, binary_erosion
 
 from hairclip.color import masked_mean, rgb_to_lab
 from hairclip.images import composite
@@ -109,6 +109,29 @@ def test_hairstyle_edit_keeps_the_crop_and_reports_the_hair_outside(editor):
     assert 0.5 < result.hair_outside_crop < 1
 
 
+def test_the_hair_a_hairstyle_edit_leaves_outside_the_crop_is_a_mask_of_exactly_that_hair(editor):
+    photo, hair, faces = portrait(400, 760, [(200, 140, 110, 740)])
+    result = edit(editor, photo, faces, Conditions(hairstyle="bob cut"))
+    mask = result.hair_outside_mask()
+    assert mask.shape == hair.shape and mask.dtype == np.uint8  # on the photo, pixel for pixel
+    inside = in_square(result, hair.shape)
+    assert not mask[inside].any()  # the crop's own hair is the edit's
+    # The drawn hair outside the square, up to the parser's soft edge (3 px, as above): all of its core at 255,
+    # nothing beyond its edge.
+    assert (mask[binary_erosion(hair, iterations=3) & ~inside] == 255).all()
+    assert not mask[~binary_dilation(hair, iterations=3)].any()
+    assert ((mask > 127) == (hair & ~inside)).mean() > 0.99
+    # A colour edit recolours that hair (no mask); --crop-only leaves it, and gives the same mask.
+    assert edit(editor, photo, faces, Conditions(rgb=TARGET)).hair_outside_mask() is None
+    crop = edit(editor, photo, faces, Conditions(rgb=TARGET), whole_hair=False).hair_outside_mask()
+    assert np.array_equal(crop, mask)
+
+
+def test_short_hair_leaves_no_mask(editor):
+    photo, _, faces = portrait(360, 420, [(180, 190, 120, 200)], spread=0.9)
+    assert edit(editor, photo, faces, Conditions(hairstyle="bob cut")).hair_outside_mask() is None
+
+
 def test_two_faces_with_overlapping_hair_each_keep_their_own_colour(editor):
     heads = [(150, 130, 100, 560), (290, 130, 100, 560)]  # the two curtains of hair overlap between the faces
     photo, hair, faces = portrait(440, 580, heads)
@@ -189,3 +212,22 @@ def test_the_server_carries_whole_hair_and_reports_the_hair_outside_the_crop(edi
             assert remote.meta["whole_hair"] is (whole is None)
             assert remote.meta["hair_outside_crop"] == pytest.approx(local.hair_outside_crop, abs=1e-4)
             assert remote.meta["hair_outside_crop"] > 0.5
+
+
+def test_the_server_sends_the_hair_left_outside_the_crop_only_when_it_is_left(editor):
+    from hairclip.engine import PipelineEngine
+    from hairclip.images import to_wire
+    from hairclip.server import Server
+    from hairclip_shared.client import Client
+    from hairclip_shared.protocol import EditRequest
+
+    photo, _, faces = portrait(260, 520, [(130, 110, 95, 510)])
+    editor.models.detector = KnownFaces(faces)
+    with Server(PipelineEngine(editor.models), "tcp://127.0.0.1:0") as server, Client(server.endpoint) as client:
+        remote = client.submit(EditRequest(to_wire(photo), hairstyle="bob cut", preview=False)).result(timeout=300)
+        local = editor.edit(photo, Conditions(hairstyle="bob cut")).hair_outside_mask()
+        m = remote.hair_outside
+        assert (m.width, m.height, m.channels, m.depth) == (260, 520, "A", "u8")
+        assert m.tobytes() == local.tobytes()
+        colour = client.submit(EditRequest(to_wire(photo), rgb=TARGET, preview=False)).result(timeout=300)
+        assert colour.hair_outside is None and colour.aligned == []

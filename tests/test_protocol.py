@@ -230,6 +230,27 @@ def test_result_and_hello_survive_the_wire():
     assert Limits.from_wire({**Limits().to_wire(), "max_new_thing": 1}) == Limits()  # newer servers
 
 
+def test_the_hair_left_outside_the_crop_travels_as_its_own_optional_mask():
+    layer = img(4, 3, "BGRA")
+    outside = Image(4, 3, bytes(range(12)), "A", "u8")
+    res = EditResult(layer, [Face((0, 0, 4, 3), True)], {}, [img(2, 2, "RGBA")], {}, hair_outside=outside)
+    header, frames = res.to_wire("job-2")
+    assert [spec["role"] for spec in header["images"]] == ["layer", "aligned0", "hair_outside"]
+    back = EditResult.from_wire(msgpack.unpackb(pack(header)), frames, Limits())
+    assert back.hair_outside == outside and back.aligned == res.aligned  # not mistaken for an aligned crop
+    # A server that predates the mask sends none: the client reads None.
+    header, frames = EditResult(layer).to_wire("job-3")
+    assert EditResult.from_wire(msgpack.unpackb(pack(header)), frames, Limits()).hair_outside is None
+    # Only a one-byte mask the size of the layer is one.
+    for bad in (Image(2, 3, bytes(6), "A", "u8"), img(4, 3, "RGBA")):
+        with pytest.raises(ProtocolError, match="hair_outside"):
+            EditResult(layer, hair_outside=bad).to_wire("job-4")
+        good_header, good_frames = EditResult(layer, hair_outside=outside).to_wire("job-5")
+        good_header["images"][-1] = bad.spec("hair_outside")
+        with pytest.raises(ProtocolError, match="hair_outside"):
+            EditResult.from_wire(msgpack.unpackb(pack(good_header)), [*good_frames[:-1], bad.data], Limits())
+
+
 def test_rerender_requests_check_their_base_id_and_strength():
     assert RerenderRequest("job-1", 2).strength == 2.0
     for base, strength in (("../x", 1.0), ("", 1.0), ("ok", 3.0), ("ok", float("inf"))):

@@ -147,7 +147,9 @@ class PipelineEngine:
                 "detectors": [f.state.source for f in result.faces],  # which detector found each face
                 "aligned_order": ["edited", "aligned", "mask", "inversion"] if aligned else [],
                 "hair_outside_crop": round(result.hair_outside_crop, 4), "whole_hair": result.whole_hair}
-        return WireResult(layer, faces, result.timings, extra, meta)
+        outside = result.hair_outside_mask()  # sent only where the edit left hair outside the crops
+        return WireResult(layer, faces, result.timings, extra, meta,
+                          hair_outside=None if outside is None else to_wire(outside, "A"))
 
     def close(self) -> None:
         with self._lock:

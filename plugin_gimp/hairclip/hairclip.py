@@ -42,6 +42,8 @@ try:
         COLOUR_MODES,
         FACE_MODES,
         HAIRSTYLE_MODES,
+        WHOLE_HAIR_LABELS,
+        WHOLE_HAIR_MODES,
         EditSettings,
         build_request,
         check_has_pixels,
@@ -50,6 +52,7 @@ try:
         layer_name,
         not_running_message,
         presets,
+        result_warning,
         split_alpha,
         to_wire,
     )
@@ -59,6 +62,7 @@ try:
         FIELD_HELP,
         FIELD_LABELS,
         HAIRSTYLE_MODE_LABELS,
+        OLD_HAIR_NAME,
         SERVER_LABEL,
         SERVER_STATES,
         active_fields,
@@ -133,6 +137,9 @@ def add_arguments(procedure: Gimp.Procedure) -> None:
     procedure.add_choice_argument("faces", label["faces"], help_["faces"], _choice(FACE_MODES, FACE_LABELS),
                                   d.faces, RW)
     procedure.add_string_argument("server", label["endpoint"], help_["endpoint"], d.endpoint, RW)
+    # Last, so scripts that pass the arguments in order keep working.
+    procedure.add_choice_argument("whole-hair", label["whole_hair"], help_["whole_hair"],
+                                  _choice(WHOLE_HAIR_MODES, WHOLE_HAIR_LABELS), d.whole_hair, RW)
     procedure.add_layer_return_value("layer", "Layer", "The new hair layer", False, RW)
 
 
@@ -367,7 +374,8 @@ def settings_from(config) -> tuple[EditSettings, Gimp.Layer | None, Gimp.Layer |
         colour_mode=get("colour-mode"), colour=get("colour") or "", rgb=f"#{r:02x}{g:02x}{b:02x}",
         colour_ref=str(colour_ref.get_id()) if colour_ref else "",
         strength=float(get("strength")), faces=get("faces"),
-        hairstyle_ref_aligned=get("hairstyle-ref-aligned"), colour_ref_aligned=get("colour-ref-aligned"))
+        hairstyle_ref_aligned=get("hairstyle-ref-aligned"), colour_ref_aligned=get("colour-ref-aligned"),
+        whole_hair=get("whole-hair"))
     return settings, hairstyle_ref, colour_ref
 
 
@@ -388,12 +396,14 @@ def read_pixels(drawable, babl: str, x: int = 0, y: int = 0, w: int | None = Non
     return drawable.get_buffer().get(Gegl.Rectangle.new(x, y, w, h), 1.0, babl, Gegl.AbyssPolicy.NONE)
 
 
-def write_pixels(drawable, babl: str, data: bytes) -> None:
-    w, h = drawable.get_width(), drawable.get_height()
+def write_pixels(drawable, babl: str, data: bytes, x: int = 0, y: int = 0, w: int | None = None,
+                 h: int | None = None) -> None:
+    w = drawable.get_width() if w is None else w
+    h = drawable.get_height() if h is None else h
     buffer = drawable.get_buffer()
-    buffer.set(Gegl.Rectangle.new(0, 0, w, h), babl, data)
+    buffer.set(Gegl.Rectangle.new(x, y, w, h), babl, data)
     buffer.flush()
-    drawable.update(0, 0, w, h)
+    drawable.update(x, y, w, h)
 
 
 def reference(layer, role: str) -> Image | None:
@@ -466,15 +476,25 @@ def edit(image, drawables, config, previewed: EditResult | None = None) -> Gimp.
     colour, alpha = split_alpha(from_wire(result.layer, layout), layout, alpha_from=pixels)
     name = layer_name(settings, hairstyle_ref.get_name() if hairstyle_ref else "",
                       colour_ref.get_name() if colour_ref else "")
-    return add_result_layer(image, src, name, colour, layout.babl, alpha)
+    old = result.hair_outside
+    old_hair = old.tobytes() if old is not None and (old.width, old.height) == (w, h) else None
+    layer, added = add_result_layer(image, src, name, colour, layout.babl, alpha, old_hair)
+    warning = result_warning(result.meta, added)
+    if warning:
+        Gimp.message(warning)  # the dialog has closed by now: GIMP's message area or error console
+    return layer
 
 
-def add_result_layer(image, src, name: str, colour: bytes, babl: str, alpha: bytes) -> Gimp.Layer:
+def add_result_layer(image, src, name: str, colour: bytes, babl: str, alpha: bytes,
+                     old_hair: bytes | None = None) -> tuple[Gimp.Layer, bool]:
     """The edited layer, at the source's offsets, right above it; its mask holds the edit's alpha, and it is
     composited in perceptual (sRGB) space, as the backend composites.
 
     Pixels and mask are written before the layer joins the image, so the undo group holds one cheap step
-    (the insertion) instead of copies of every tile.
+    (the insertion) instead of copies of every tile. `old_hair` (1 byte a pixel over the source) is the
+    original's hair the edit left outside the face crop: it becomes a hidden channel OLD_HAIR_NAME (GIMP
+    layers have one mask) for the user to turn into a selection and paint over. Returns the layer and
+    whether that channel was added.
     """
     w, h = src.get_width(), src.get_height()
     _, ox, oy = src.get_offsets()
@@ -492,10 +512,31 @@ def add_result_layer(image, src, name: str, colour: bytes, babl: str, alpha: byt
         # A new mask is the drawable being edited by default; the next brush stroke would land on it.
         layer.set_edit_mask(False)
         image.insert_layer(layer, src.get_parent(), image.get_item_position(src))
+        added = old_hair is not None and add_old_hair_channel(image, old_hair, ox, oy, w, h)
     finally:
         image.undo_group_end()
     image.set_selected_layers([src])  # inserting selected the new layer; keep the source active, as Krita does
-    return layer
+    return layer, added
+
+
+def add_old_hair_channel(image, mask: bytes, ox: int, oy: int, w: int, h: int) -> bool:
+    """The hair mask (over the layer at ox, oy) as a hidden channel of the image, clipped to the canvas.
+    Channels are image-sized in GIMP; the part of the layer outside the canvas has no place in one."""
+    iw, ih = image.get_width(), image.get_height()
+    x0, y0, x1, y1 = max(ox, 0), max(oy, 0), min(ox + w, iw), min(oy + h, ih)
+    if x1 <= x0 or y1 <= y0:
+        return False
+    rows = b"".join(mask[(y - oy) * w + x0 - ox:(y - oy) * w + x1 - ox] for y in range(y0, y1))
+    if not rows.strip(b"\0"):
+        return False
+    channel = Gimp.Channel.new(image, OLD_HAIR_NAME, iw, ih, 50.0, Gegl.Color.new("#ff8000"))
+    # An 8-bit image keeps its channels gamma-encoded (Y' u8), and Channel to Selection takes their values as
+    # they are: the bytes go in unconverted. Deeper channels take "Y u8" exactly (v * 257, ...).
+    own = Babl.format_get_encoding(channel.get_format())
+    write_pixels(channel, own if own in ("Y u8", "Y' u8") else "Y u8", rows, x0, y0, x1 - x0, y1 - y0)
+    channel.set_visible(False)  # it tints the canvas when shown; the user picks it (Channel to Selection)
+    image.insert_channel(channel, None, 0)
+    return True
 
 
 if __name__ == "__main__":

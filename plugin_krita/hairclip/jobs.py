@@ -20,6 +20,7 @@ from hairclip_shared.editing import (
     from_wire,
     layer_name,
     not_running_message,
+    result_warning,
     split_alpha,
     to_wire,
 )
@@ -133,6 +134,8 @@ class EditOutcome:
     timings: dict = field(default_factory=dict)
     job_id: str = ""
     note: str = ""
+    warning: str = ""  # hair left outside the face crop (editing.result_warning); "" when none
+    old_hair: bool = False  # the selection mask OLD_HAIR_NAME holds that hair
 
     @property
     def faces_edited(self) -> int:
@@ -296,7 +299,7 @@ class EditTask:
         if self.state == "converting" and self._future is not None and self._future.done():
             fut, self._future = self._future, None
             colour, mask = fut.result()
-            self._insert(colour, mask)
+            self._insert(colour, mask, self._old_hair(self._result))
 
     def _convert(self, result: EditResult) -> None:
         src = self.source
@@ -308,11 +311,17 @@ class EditTask:
         self._future = self.pool.submit(
             lambda: split_alpha(from_wire(layer, src.layout), src.layout, alpha_from=src.data))
 
-    def _insert(self, colour: bytes, mask: bytes) -> None:
+    def _old_hair(self, result: EditResult) -> bytes | None:
+        """The result's mask of the hair it left outside the crop (servers that predate it send none)."""
+        m = result.hair_outside
+        return m.tobytes() if m is not None and (m.width, m.height) == (self.source.rect.w, self.source.rect.h) \
+            else None
+
+    def _insert(self, colour: bytes, mask: bytes, old_hair: bytes | None = None) -> None:
         self.state, self.stage = "inserting", "inserting"
         writer = kritadoc.ResultWriter(self.doc, self.source.node_id, self.source.rect, self.source.layout,
                                        colour, mask, self.name, self.call_later, existing=self._existing,
-                                       want_mask=self.want_mask, main_loop=self.main_loop)
+                                       want_mask=self.want_mask, main_loop=self.main_loop, old_hair=old_hair)
         writer.start(self._inserted)
 
     def _inserted(self, ins: kritadoc.Insertion | None, err: BaseException | None) -> None:
@@ -320,7 +329,8 @@ class EditTask:
             return self._fail(err)
         r = self._result
         self.outcome = EditOutcome(ins.layer_id, self.name, ins.mask, ins.undo_steps, list(r.faces),
-                                   dict(r.timings), r.job or (self.job.id if self.job else ""), ins.note)
+                                   dict(r.timings), r.job or (self.job.id if self.job else ""), ins.note,
+                                   result_warning(r.meta, ins.old_hair), ins.old_hair)
         # Re-renders always start from the full edit: that is the job the server keeps cached.
         base = self.previous.job_id if self.rerender else (self.job.id if self.job else "")
         self.previous = Previous(self.doc, self.source, self.settings, self.ref_names, base, ins.layer_id)

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from krita import Krita
+from krita import Krita, Selection
 
 from hairclip_shared.editing import (
     PixelLayout,
@@ -30,6 +30,7 @@ from hairclip_shared.editing import (
     krita_layout,
 )
 from hairclip_shared.protocol import BadRequest, HairclipError, Rect
+from hairclip_shared.wording import OLD_HAIR_NAME
 
 LAYER_TYPES = ("paintlayer", "grouplayer", "filelayer", "clonelayer", "vectorlayer", "filllayer",
                "filterlayer")
@@ -147,6 +148,7 @@ class Insertion:
     mask: bool
     undo_steps: int
     note: str = ""
+    old_hair: bool = False  # a selection mask OLD_HAIR_NAME on the layer holds the hair left outside the crop
 
 
 class ResultWriter:
@@ -154,7 +156,9 @@ class ResultWriter:
 
     Krita learns about new nodes through queued signals, so the steps after an insertion run from the
     event loop (`call_later`), never in one blocking call. `existing` re-uses a result layer from an
-    earlier run (a re-render): its pixels, mask and name are replaced in place.
+    earlier run (a re-render): its pixels, mask and name are replaced in place. `old_hair` (1 byte a pixel
+    over `rect`) is the original's hair the edit left outside the face crop: it becomes a selection mask
+    OLD_HAIR_NAME on the new layer, inactive, for the user to pick and paint over; no pixels change for it.
     """
 
     SETTLE_MS = 60
@@ -162,8 +166,9 @@ class ResultWriter:
 
     def __init__(self, doc, source_id: str, rect: Rect, layout: PixelLayout, colour: bytes, mask: bytes,
                  name: str, call_later: Callable[[int, Callable[[], None]], None], existing: str = "",
-                 want_mask: bool = True, main_loop: bool = True):
+                 want_mask: bool = True, main_loop: bool = True, old_hair: bytes | None = None):
         self.doc, self.source_id, self.rect, self.layout = doc, source_id, rect, layout
+        self.old_hair = old_hair
         self.colour, self.mask, self.name = colour, mask, name
         self.call_later, self.existing, self.want_mask = call_later, existing, want_mask
         self.main_loop = main_loop
@@ -214,12 +219,14 @@ class ResultWriter:
         detached = self.want_mask and hasattr(self.doc, "createTransparencyMask")
         shown = active_view_shows(self.doc)
         via_action = self.want_mask and not detached and self.main_loop and shown
+        children = [self._old_hair_mask()] if self.old_hair is not None else []
         if detached:
             mask = self.doc.createTransparencyMask(MASK_NAME)
             mask.setPixelData(self.mask, r.x, r.y, r.w, r.h)
-            node.setChildNodes([mask])  # attached before insertion: no undo step of its own
-            node.setPixelData(self.colour, r.x, r.y, r.w, r.h)
-        elif via_action:
+            children.insert(0, mask)
+        if children:
+            node.setChildNodes(children)  # attached before insertion: no undo step of its own
+        if detached or via_action:
             node.setPixelData(self.colour, r.x, r.y, r.w, r.h)
         else:
             node.setPixelData(apply_mask(self.colour, self.layout, self.mask), r.x, r.y, r.w, r.h)
@@ -234,6 +241,19 @@ class ResultWriter:
             self._later(self._activate_new, 0)
         else:
             self._later(self._restore_active)
+
+    def _old_hair_selection(self) -> Selection:
+        r = self.rect
+        sel = Selection()
+        sel.setPixelData(self.old_hair, r.x, r.y, r.w, r.h)
+        return sel
+
+    def _old_hair_mask(self):
+        """A local selection (Krita 5.1 fills one from a script, unlike a transparency mask); Krita leaves a
+        new selection mask inactive, so it restricts nothing until the user picks it."""
+        mask = self.doc.createSelectionMask(OLD_HAIR_NAME)
+        mask.setSelection(self._old_hair_selection())
+        return mask
 
     def _activate_new(self) -> None:
         """Make the new layer active, retrying until Krita's view has heard of it."""
@@ -303,12 +323,17 @@ class ResultWriter:
             masks[0].setPixelData(self.mask, r.x, r.y, r.w, r.h)
         else:
             node.setPixelData(apply_mask(self.colour, self.layout, self.mask), r.x, r.y, r.w, r.h)
+        old = [c for c in node.childNodes() if c.type() == "selectionmask" and c.name() == OLD_HAIR_NAME]
+        if old and self.old_hair is not None:  # the same photo's hair: refreshed, never added to an old layer
+            old[0].setSelection(self._old_hair_selection())
         node.setName(self.name)
         self.node = node
         self.doc.refreshProjection()
-        self.on_done(Insertion(node_id(node), bool(masks), 0, "updated in place"), None)
+        self.on_done(Insertion(node_id(node), bool(masks), 0, "updated in place", bool(old)), None)
 
     def _finish(self) -> None:
         self.doc.refreshProjection()
-        masked = any(c.type() == "transparencymask" for c in self.node.childNodes())
-        self.on_done(Insertion(node_id(self.node), masked, self.steps, self.note), None)
+        children = self.node.childNodes()
+        masked = any(c.type() == "transparencymask" for c in children)
+        old = any(c.type() == "selectionmask" and c.name() == OLD_HAIR_NAME for c in children)
+        self.on_done(Insertion(node_id(self.node), masked, self.steps, self.note, old), None)

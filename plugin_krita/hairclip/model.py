@@ -43,6 +43,7 @@ class EditModel:
         self.last: EditTask | None = None  # the finished edit the strength slider re-renders
         self.error = ""
         self.note = ""
+        self.warning = ""  # the last edit left hair outside the face crop (editing.result_warning)
         self._listeners: list[Callable[[], None]] = []
         self._rerender_token = 0
 
@@ -111,7 +112,7 @@ class EditModel:
         self.store.save(new)
         if new.endpoint != old.endpoint:
             # Another server: what the last one said (the outcome line, its result to re-render) is stale.
-            self.note, self.error, self.last = "", "", None
+            self.note, self.error, self.warning, self.last = "", "", "", None
             self.connection.close()
             self.connection = self._connection_factory(new.endpoint)
             self.connect()
@@ -130,7 +131,7 @@ class EditModel:
         if self.busy:
             return
         doc = self.krita.activeDocument()
-        self.error, self.note = "", ""
+        self.error, self.note, self.warning = "", "", ""
         if doc is None:
             self.error = "Open an image first."
             return self._changed()
@@ -167,6 +168,7 @@ class EditModel:
             faces = f"{o.faces_edited} face(s) edited" if o.faces else ""
             self.note = "; ".join(x for x in (f"Added '{o.layer_name}'" if o.undo_steps else
                                               f"Updated '{o.layer_name}'", faces, o.note) if x)
+            self.warning = o.warning
         elif task.state == "failed":
             self.error = error_text(task.error)
         else:

@@ -30,7 +30,7 @@ from collections.abc import Callable
 
 from krita import Krita
 
-from hairclip_shared.editing import EditSettings
+from hairclip_shared.editing import WHOLE_HAIR_MODES, EditSettings
 from hairclip_shared.protocol import BadRequest, Cancelled, Timeout
 
 from . import kritadoc
@@ -47,7 +47,16 @@ def _ref_id(ref) -> str:
     return kritadoc.node_id(ref)
 
 
-def _settings(hairstyle, colour, rgb, hairstyle_ref, colour_ref, strength, faces, endpoint) -> EditSettings:
+def _whole_hair(value: str | bool | None) -> str:
+    """True/False/None or one of WHOLE_HAIR_MODES -> the setting ("auto": the server's default)."""
+    mode = {True: "yes", False: "no", None: "auto"}.get(value, value) if not isinstance(value, str) else value
+    if mode not in WHOLE_HAIR_MODES:
+        raise BadRequest(f"whole_hair must be True, False, None or one of {', '.join(WHOLE_HAIR_MODES)}.")
+    return mode
+
+
+def _settings(hairstyle, colour, rgb, hairstyle_ref, colour_ref, strength, faces, endpoint,
+              whole_hair=None) -> EditSettings:
     if sum(x is not None for x in (colour, rgb, colour_ref)) > 1:
         raise BadRequest("Give the hair colour as text, as RGB or as a reference layer: only one of them.")
     if hairstyle is not None and hairstyle_ref is not None:
@@ -65,7 +74,7 @@ def _settings(hairstyle, colour, rgb, hairstyle_ref, colour_ref, strength, faces
         colour_mode=("text" if colour is not None else "rgb" if rgb is not None
                      else "reference" if colour_ref is not None else "none"),
         colour=colour or "", rgb=rgb or "#000000", colour_ref=_ref_id(colour_ref),
-        strength=float(strength), faces=faces)
+        strength=float(strength), faces=faces, whole_hair=_whole_hair(whole_hair))
 
 
 def _connection(endpoint: str) -> Connection:
@@ -78,7 +87,8 @@ def _connection(endpoint: str) -> Connection:
 def start_edit(document=None, layer=None, *, hairstyle: str | None = None, colour: str | None = None,
                rgb: str | tuple[int, int, int] | None = None, hairstyle_ref=None, colour_ref=None,
                strength: float = 1.0, faces: str = "all", endpoint: str | None = None, mask: bool = True,
-               on_done: Callable[[EditTask], None] | None = None, _main_loop: bool = True) -> EditTask:
+               on_done: Callable[[EditTask], None] | None = None, _main_loop: bool = True,
+               whole_hair: str | bool | None = None) -> EditTask:
     """Start an edit and return at once; on_done(task) runs when it ends. See run_edit for the parameters.
 
     GUI thread only. The task's state is in task.state (done, failed, cancelled), its result in
@@ -90,7 +100,8 @@ def start_edit(document=None, layer=None, *, hairstyle: str | None = None, colou
     node = layer if layer is not None else doc.activeNode()
     from .qt import QTimer, call_later
 
-    settings = _settings(hairstyle, colour, rgb, hairstyle_ref, colour_ref, strength, faces, endpoint)
+    settings = _settings(hairstyle, colour, rgb, hairstyle_ref, colour_ref, strength, faces, endpoint,
+                         whole_hair)
     task = EditTask(_connection(settings.endpoint), doc, node, settings, call_later, want_mask=mask,
                     main_loop=_main_loop)
     timer = QTimer()
@@ -108,18 +119,21 @@ def start_edit(document=None, layer=None, *, hairstyle: str | None = None, colou
 def run_edit(document=None, layer=None, *, hairstyle: str | None = None, colour: str | None = None,
              rgb: str | tuple[int, int, int] | None = None, hairstyle_ref=None, colour_ref=None,
              strength: float = 1.0, faces: str = "all", endpoint: str | None = None, mask: bool = True,
-             timeout: float = 600.0) -> EditOutcome:
+             timeout: float = 600.0, whole_hair: str | bool | None = None) -> EditOutcome:
     """Edit the hair in `layer` of `document` (default: the active ones) and return the new layer's facts.
 
     hairstyle / hairstyle_ref: a hairstyle in words ("bob cut"), or a layer (Node or uniqueId string) to
     copy it from. colour / rgb / colour_ref: a colour in words, "#RRGGBB" or (r, g, b), or a layer.
     strength: 0..2 (1 = as trained). faces: "all", or "selection" for the faces inside the selection.
     endpoint: the server (default: the dialog's setting). mask: put the edit's alpha into a transparency
-    mask (False: bake it into the layer). The new layer goes directly above `layer`.
+    mask (False: bake it into the layer). whole_hair: recolour long hair beyond the face crop (True), leave
+    it (False), or None: the server's default (on for colour-only edits). The new layer goes directly above
+    `layer`; when the edit leaves the original's hair outside the crop, the outcome's `warning` says so and
+    the layer gets a selection mask of that hair (outcome.old_hair).
     """
     task = start_edit(document, layer, hairstyle=hairstyle, colour=colour, rgb=rgb,
                       hairstyle_ref=hairstyle_ref, colour_ref=colour_ref, strength=strength, faces=faces,
-                      endpoint=endpoint, mask=mask, _main_loop=False)
+                      endpoint=endpoint, mask=mask, _main_loop=False, whole_hair=whole_hair)
     from .qt import QEventLoop, QTimer, exec_
 
     deadline = time.monotonic() + timeout

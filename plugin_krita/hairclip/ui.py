@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from hairclip_shared.editing import ALIGNED_LABELS, ALIGNED_MODES, ALIGNED_RULE, COLOUR_MODES, HAIRSTYLE_MODES
+from hairclip_shared.editing import (
+    ALIGNED_LABELS,
+    ALIGNED_MODES,
+    ALIGNED_RULE,
+    COLOUR_MODES,
+    HAIRSTYLE_MODES,
+    WHOLE_HAIR_LABELS,
+    WHOLE_HAIR_MODES,
+)
 from hairclip_shared.editing import FACE_MODES as FACES
 from hairclip_shared.protocol import parse_rgb
 from hairclip_shared.wording import (
@@ -25,6 +33,7 @@ STYLE_MODES = tuple((HAIRSTYLE_MODE_LABELS[m], m) for m in HAIRSTYLE_MODES)
 COLOUR_CHOICES = tuple((COLOUR_MODE_LABELS[m], m) for m in COLOUR_MODES)
 FACE_MODES = tuple((FACE_LABELS[m], m) for m in FACES)
 ALIGNED = tuple((ALIGNED_LABELS[m], m) for m in ALIGNED_MODES)
+WHOLE_HAIR = tuple((WHOLE_HAIR_LABELS[m], m) for m in WHOLE_HAIR_MODES)
 SWATCH = 16  # px: the exact colour's swatch on its button
 
 
@@ -113,6 +122,9 @@ class EditDialog(W.QDialog):
         form.addRow(FIELD_LABELS["strength"] + ":", strength)
         self.faces = _combo(FACE_MODES)
         form.addRow(FIELD_LABELS["faces"] + ":", self.faces)
+        self.whole_hair = _combo(WHOLE_HAIR)
+        self.whole_hair.setToolTip(FIELD_HELP["whole_hair"])
+        form.addRow(FIELD_LABELS["whole_hair"] + ":", self.whole_hair)
         root.addLayout(form)
 
         self.progress = W.QProgressBar()
@@ -126,7 +138,10 @@ class EditDialog(W.QDialog):
         self.error.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
         self.hint = W.QLabel()  # why Apply is disabled
         self.hint.setWordWrap(True)
-        for w in (self.progress, self.status, self.preview, self.error, self.hint):
+        self.warning = W.QLabel()  # the last edit left hair outside the face crop
+        self.warning.setWordWrap(True)
+        self.warning.setStyleSheet("color: #c08000")
+        for w in (self.progress, self.status, self.warning, self.preview, self.error, self.hint):
             root.addWidget(w)
         buttons = W.QDialogButtonBox()
         self.apply_button = buttons.addButton("Apply", W.QDialogButtonBox.ButtonRole.ApplyRole)
@@ -143,7 +158,8 @@ class EditDialog(W.QDialog):
         self.retry.clicked.connect(self.model.connect)
         combos = {"hairstyle_mode": self.style_mode, "hairstyle_ref": self.style_ref,
                   "colour_mode": self.colour_mode, "colour_ref": self.colour_ref, "faces": self.faces,
-                  "hairstyle_ref_aligned": self.style_aligned, "colour_ref_aligned": self.colour_aligned}
+                  "hairstyle_ref_aligned": self.style_aligned, "colour_ref_aligned": self.colour_aligned,
+                  "whole_hair": self.whole_hair}
         for key, box in combos.items():
             box.currentIndexChanged.connect(lambda i, b=box, k=key: self._set(**{k: b.itemData(i) or ""}))
         self.style_text.currentTextChanged.connect(lambda t: self._set(hairstyle=t))
@@ -175,6 +191,7 @@ class EditDialog(W.QDialog):
             _select_data(self.faces, s.faces)
             _select_data(self.style_aligned, s.hairstyle_ref_aligned)
             _select_data(self.colour_aligned, s.colour_ref_aligned)
+            _select_data(self.whole_hair, s.whole_hair)
             on = active_fields(s.hairstyle_mode, s.colour_mode)
             for key, widget in (("hairstyle", self.style_text), ("hairstyle_ref", self.style_ref),
                                 ("hairstyle_ref_aligned", self.style_aligned), ("colour", self.colour_text),
@@ -195,6 +212,8 @@ class EditDialog(W.QDialog):
             self.progress.setVisible(busy)
             self.progress.setValue(round(m.progress * 1000))
             self.status.setText(m.status)
+            self.warning.setText(m.warning)
+            self.warning.setVisible(bool(m.warning) and not busy)
             self.error.setText(m.error)
             self.error.setVisible(bool(m.error))
             self._show_preview()

@@ -19,6 +19,7 @@ Dialog state and settings
     not_running_message(endpoint, cause="") -> str  the "not running" text, with the command that starts it
     WHOLE_HAIR_MODES, WHOLE_HAIR_LABELS  recolour long hair beyond the face crop? (auto: for colour-only edits)
     hair_outside_message(meta) -> str    the one-line warning on hair left outside the crop ("" if none)
+    result_warning(meta, selection_added) -> str     that warning, naming the selection when one was added
     empty_layer_message(role, name) -> str           the sentence both plug-ins refuse an empty layer with
 Pixels
     PixelLayout                          an editor buffer: channel order, sample type, curve (and babl)
@@ -58,7 +59,7 @@ from .protocol import (
     ServerInfo,
     parse_rgb,
 )
-from .wording import NEED_CHANGE, NEED_COLOUR, NEED_COLOUR_REF, NEED_HAIRSTYLE, NEED_HAIRSTYLE_REF
+from .wording import NEED_CHANGE, NEED_COLOUR, NEED_COLOUR_REF, NEED_HAIRSTYLE, NEED_HAIRSTYLE_REF, OLD_HAIR_HINT
 
 # Official HairCLIP lists (mapper/hairstyle_list.txt without " hairstyle", and the 12 training colours);
 # tests check them against the backend's copies.
@@ -249,6 +250,13 @@ def hair_outside_message(meta: dict) -> str:
         return ""
     return (f"{share:.0%} of the hair lies outside the face crop and was left as it was: recolour it with "
             "'Long hair beyond the face crop', or paint over it.")
+
+
+def result_warning(meta: dict, selection_added: bool = False) -> str:
+    """The line both plug-ins show after an edit: `hair_outside_message`, plus where the plug-in selected that
+    hair (`selection_added`: it added the result's ``hair_outside`` mask as OLD_HAIR_NAME)."""
+    text = hair_outside_message(meta)
+    return f"{text} {OLD_HAIR_HINT}" if text and selection_added else text
 
 
 def layer_name(settings: EditSettings, hairstyle_ref_name: str = "", colour_ref_name: str = "") -> str:

@@ -575,9 +575,18 @@ class Face:
     edited: bool
 
 
+HAIR_OUTSIDE = "hair_outside"  # the result image role of the original hair an edit left outside the crops
+
+
 @dataclass(frozen=True)
 class EditResult:
-    """The edited layer (same size as the source) and what happened; `aligned` when return_aligned."""
+    """The edited layer (same size as the source) and what happened; `aligned` when return_aligned.
+
+    `hair_outside`, when the server sends it, is an 'A' u8 mask the size of the layer: the original's hair
+    outside the face crops that the edit left as it was (not recoloured), for the user to paint over. It comes
+    only when there is such hair; a client that predates it reads it as one more aligned image, which the
+    plug-ins never asked for and ignore.
+    """
 
     layer: Image
     faces: list[Face] = field(default_factory=list)
@@ -585,6 +594,7 @@ class EditResult:
     aligned: list[Image] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
     job: str = ""
+    hair_outside: Image | None = None
 
     @property
     def faces_edited(self) -> int:
@@ -594,6 +604,9 @@ class EditResult:
         if not isinstance(self.layer, Image) or self.layer.channels not in ("RGBA", "BGRA"):
             raise TypeError("EditResult.layer must be an RGBA or BGRA Image")
         images = {"layer": self.layer, **{f"aligned{i}": im for i, im in enumerate(self.aligned)}}
+        if self.hair_outside is not None:
+            _check_hair_outside(self.hair_outside, self.layer)
+            images[HAIR_OUTSIDE] = self.hair_outside
         specs, frames = pack_images(images)
         header = {"v": PROTOCOL_VERSION, "op": "result", "job": job, "images": specs,
                   "faces": [{"bbox": [int(v) for v in f.bbox], "edited": bool(f.edited)} for f in self.faces],
@@ -611,9 +624,18 @@ class EditResult:
         for f in header["faces"]:
             check_fields(f, "result face", {"bbox": list, "edited": bool})
             faces.append(Face(tuple(f["bbox"]), f["edited"]))
-        aligned = [im for role, im in images.items() if role != "layer"]
+        outside = images.get(HAIR_OUTSIDE)
+        if outside is not None:
+            _check_hair_outside(outside, images["layer"])
+        aligned = [im for role, im in images.items() if role not in ("layer", HAIR_OUTSIDE)]
         return cls(images["layer"], faces, dict(header["timings"]), aligned, dict(header["meta"]),
-                   header["job"])
+                   header["job"], outside)
+
+
+def _check_hair_outside(mask: Image, layer: Image) -> None:
+    if mask.channels != "A" or mask.depth != "u8" or (mask.width, mask.height) != (layer.width, layer.height):
+        raise ProtocolError(f"The result's {HAIR_OUTSIDE!r} mask is {mask.describe()}; it must be A u8 and "
+                            f"{layer.width}x{layer.height}, the size of the layer.")
 
 
 ServerEvent = Accepted | Progress | EditResult | HairclipError

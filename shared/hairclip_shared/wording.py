@@ -7,6 +7,7 @@ API summary
 -----------
 HAIRSTYLE_MODE_LABELS, COLOUR_MODE_LABELS, FACE_LABELS   value -> label for the choice fields
 FIELD_LABELS, FIELD_HELP       EditSettings field -> its label and tooltip
+OLD_HAIR_NAME, OLD_HAIR_HINT   the selection of the hair an edit left outside the crop, and the words about it
 SERVER_LABEL, SERVER_STATES    the server row's label and its states (idle, connecting, connected, ...)
 STOP_EDIT                      the button that stops a running edit
 active_fields(hairstyle_mode, colour_mode) -> frozenset   the EditSettings fields that apply to the modes
@@ -33,7 +34,7 @@ FIELD_LABELS = {
     "hairstyle_mode": "Hairstyle", "hairstyle": "Hairstyle in words", "hairstyle_ref": "Hairstyle layer",
     "hairstyle_ref_aligned": "Hairstyle layer is", "colour_mode": "Colour", "colour": "Colour in words",
     "rgb": "Exact colour", "colour_ref": "Colour layer", "colour_ref_aligned": "Colour layer is",
-    "strength": "Strength", "faces": "Faces", "endpoint": "Server",
+    "strength": "Strength", "faces": "Faces", "endpoint": "Server", "whole_hair": "Long hair",
 }
 FIELD_HELP = {
     "hairstyle_mode": "How to choose the hairstyle", "hairstyle": "A hairstyle in words, or one from the list",
@@ -42,7 +43,13 @@ FIELD_HELP = {
     "colour_ref": "The layer whose hair colour to copy",
     "strength": "1 is the edit as trained, 0 leaves the hair as it is, above 1 exaggerates",
     "faces": "Which faces to edit", "endpoint": "The HairCLIP server's address (hairclip serve --bind ...)",
+    "whole_hair": "Hair beyond the face crop (below the chin, on the shoulders): automatic recolours it for "
+                  "colour-only edits and leaves it for hairstyle edits, which then select it for you to paint over",
 }
+# The selection both plug-ins add when an edit leaves the original's hair outside the crop as it was
+# (Krita: a selection mask on the new layer; GIMP: a channel).
+OLD_HAIR_NAME = "HairCLIP: old hair outside the crop"
+OLD_HAIR_HINT = f"The selection '{OLD_HAIR_NAME}' outlines it."
 
 SERVER_LABEL = FIELD_LABELS["endpoint"]
 SERVER_STATES = {"idle": "Not connected", "connecting": "Connecting...", "connected": "Connected",
@@ -98,7 +105,7 @@ def overall_fraction(stage: str, fraction: float) -> float:
 
 def active_fields(hairstyle_mode: str, colour_mode: str) -> frozenset[str]:
     """The EditSettings fields a dialog shows (or enables) for these modes; the others do not apply."""
-    on = {"hairstyle_mode", "colour_mode", "strength", "faces", "endpoint"}
+    on = {"hairstyle_mode", "colour_mode", "strength", "faces", "endpoint", "whole_hair"}
     if hairstyle_mode == "text":
         on.add("hairstyle")
     elif hairstyle_mode == "reference":

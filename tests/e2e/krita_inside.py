@@ -435,11 +435,77 @@ def check_docker(photo: str):
     doc.setModified(False)
 
 
+def check_long_hair():
+    """Issue 16: the dialog's Long hair choice reaches the server; after a hairstyle edit of a photo with hair
+    below the crop the dialog warns, and the new layer holds that hair as an inactive selection mask (its
+    bytes go to old_hair.bin beside the report, for the test to compare with what the server sent)."""
+    from hairclip.scripting import start_edit
+
+    from hairclip_shared.wording import OLD_HAIR_NAME
+
+    k = Krita.instance()
+    long_endpoint = os.environ["HC_E2E_LONG_ENDPOINT"]
+    doc = k.openDocument(os.environ["HC_E2E_LONG_PHOTO"])
+    yield from open_view(doc)
+    source = doc.rootNode().childNodes()[0]
+    yield from activate(doc, source)
+    w, h = doc.width(), doc.height()
+    before = bytes(source.pixelData(0, 0, w, h))
+    k.action("hairclip_edit").trigger()
+    dialog = next(e for e in k.extensions() if type(e).__name__ == "HairclipExtension").dialog
+    model = dialog.model
+    dialog.endpoint.setText(long_endpoint)
+    dialog.endpoint.editingFinished.emit()
+    yield until(lambda: model.server_state == "connected", 30)
+    check("long hair: the choice is in the dialog", dialog.whole_hair.isVisible() and dialog.whole_hair.count() == 3,
+          (dialog.whole_hair.isVisible(), dialog.whole_hair.count()))
+    dialog.style_mode.setCurrentIndex(dialog.style_mode.findData("text"))
+    dialog.style_text.setEditText("bob cut")
+    dialog.colour_mode.setCurrentIndex(dialog.colour_mode.findData("none"))
+    dialog.whole_hair.setCurrentIndex(dialog.whole_hair.findData("no"))
+    check("long hair: the choice is saved", model.settings.whole_hair == "no" and
+          '"whole_hair": "no"' in k.readSetting("hairclip", "settings", ""), model.settings)
+    dialog.apply_button.click()
+    yield until(lambda: model.task is not None and model.task.finished, 300)
+    task = model.task
+    if not check("long hair: dialog edit finished", task is not None and task.state == "done",
+                 (task.state if task else None, model.error)):
+        return
+    yield 300
+    out = task.outcome
+    check("long hair: the dialog shows the warning", dialog.warning.isVisible() and
+          dialog.warning.text() == out.warning and "lies outside the face crop" in out.warning and
+          OLD_HAIR_NAME in out.warning, (dialog.warning.isVisible(), dialog.warning.text()))
+    layer = next((n for n in doc.rootNode().childNodes() if uid(n) == out.layer_id), None)
+    olds = [c for c in layer.childNodes() if c.type() == "selectionmask"] if layer is not None else []
+    check("long hair: one selection mask, named", out.old_hair and [m.name() for m in olds] == [OLD_HAIR_NAME],
+          ([(c.type(), c.name()) for c in layer.childNodes()] if layer is not None else None, out))
+    check("long hair: the edit's own transparency mask too", len(masks_of(layer)) == 1 and out.mask, out)
+    if olds:
+        data = bytes(olds[0].selection().pixelData(0, 0, w, h))
+        with open(os.path.join(os.path.dirname(os.environ["HC_E2E_OUT"]), "old_hair.bin"), "wb") as f:
+            f.write(data)
+        check("long hair: the selection holds hair", len(data) == w * h and 0 < sum(data) < 255 * w * h,
+              (len(data), sum(data)))
+    check("long hair: the selection is not active", doc.selection() is None)
+    check("long hair: source pixels unchanged", bytes(source.pixelData(0, 0, w, h)) == before)
+    dialog.whole_hair.setCurrentIndex(dialog.whole_hair.findData("auto"))
+    dialog.close()
+    task = start_edit(doc, source, rgb="#7030a0", whole_hair=True, endpoint=long_endpoint)
+    yield until(finished(task), 300)
+    if check("long hair: whole-hair script edit finished", task.state == "done", (task.state, task.error)):
+        new = next(n for n in doc.rootNode().childNodes() if uid(n) == task.outcome.layer_id)
+        check("long hair: whole hair leaves no selection and no warning", not task.outcome.old_hair and
+              task.outcome.warning == "" and not [c for c in new.childNodes() if c.type() == "selectionmask"],
+              task.outcome)
+    doc.setModified(False)
+
+
 def main():
     t_all = time.monotonic()
     steps = (check_action_in_filter_menu, check_layouts, check_linear_float_read,
              lambda: check_photo_edit(os.environ["HC_E2E_PHOTO"]), check_dialog, check_offset_16bit_edit,
-             check_blocking_run_edit, lambda: check_docker(os.environ["HC_E2E_PHOTO"]))
+             check_blocking_run_edit, lambda: check_docker(os.environ["HC_E2E_PHOTO"]), check_long_hair)
     only = os.environ.get("HC_E2E_ONLY")  # e.g. "2,8": run only those steps (1-based), to save time
     if only:
         steps = tuple(steps[int(i) - 1] for i in only.split(","))

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from long_hair_server import SIZE as LONG_SIZE
+from long_hair_server import long_hair_server
 
 ROOT = Path(__file__).resolve().parents[2]
 CI_GIMP = ROOT / "tools" / "ci_gimp.sh"
@@ -144,6 +146,22 @@ try:
         R["grey_status"], R["grey_error"] = call(grey, g)
         R["grey_layers"] = len(grey.get_layers())
         grey.delete()
+    elif P["case"] == "long":  # hair below the crop, from the test's own server (long_hair_server.py)
+        image = load("/e/long.png")
+        src = image.get_layers()[0]
+        dump(src, "R'G'B'A u8", "long_before.rgba")
+        R["runs"], R["channels"] = [], []
+        for args in ({"hairstyle-mode": "text", "hairstyle": "bob cut", "colour-mode": "none", "whole-hair": "no"},
+                     {"hairstyle-mode": "none", "colour-mode": "rgb", "whole-hair": "yes"}):
+            status, layer = call(image, src, **{**args, "server": P["long_endpoint"]})
+            R["runs"].append([status, layer.get_name() if status == "success" else str(layer)])
+            R["channels"].append([[c.get_name(), c.get_visible()] for c in image.get_channels()])
+        if image.get_channels():  # what the user gets from it: Channel to Selection
+            image.select_item(Gimp.ChannelOps.REPLACE, image.get_channels()[0])
+            dump(image.get_selection(), "Y u8", "old_hair.y")
+            Gimp.Selection.none(image)
+        dump(src, "R'G'B'A u8", "long_after.rgba")
+        image.delete()
     elif P["case"] == "dialogs":  # the test reads each dialog's description, then cancels it
         image = load("/e/photo.png")
         src = image.get_layers()[0]
@@ -398,6 +416,34 @@ def test_greyscale_images_are_refused_with_a_clear_message(edit):
     assert edit["grey_status"] == "execution-error"
     assert "grayscale" in edit["grey_error"] and "Image > Mode > RGB" in edit["grey_error"]
     assert edit["grey_layers"] == 1
+
+
+@pytest.fixture(scope="module")
+def long_hair(session):
+    """Two edits of a photo with hair below the crop: a hairstyle edit with the crop only, then a whole-hair one."""
+    with long_hair_server(session.folder / "long.png") as (endpoint, recorder):
+        yield session.report("long", session.gimp("long", long_endpoint=endpoint)), recorder
+
+
+def test_the_long_hair_choice_reaches_the_server_and_the_hair_left_is_a_channel_and_a_message(long_hair, session):
+    from hairclip_shared.wording import OLD_HAIR_NAME
+
+    report, recorder = long_hair
+    assert [run[0] for run in report["runs"]] == ["success", "success"], report["runs"]
+    assert [r.whole_hair for r in recorder.requests] == [False, True]
+    # The first edit added the hidden channel; the whole-hair edit left no hair, so it added none.
+    assert report["channels"] == [[[OLD_HAIR_NAME, False]], [[OLD_HAIR_NAME, False]]]
+    sent = recorder.results[0].hair_outside
+    assert sent is not None and recorder.results[1].hair_outside is None
+    # Channel to Selection gives the server's mask, byte for byte, in place (soft edges included).
+    got = session.raw("old_hair.y", 1, size=LONG_SIZE)[..., 0]
+    want = np.frombuffer(sent.tobytes(), np.uint8).reshape(got.shape)
+    np.testing.assert_array_equal(got, want)
+    assert (want == 255).sum() > 1000 and ((want > 0) & (want < 255)).any()
+    assert "lies outside the face crop and was left as it was" in report["gimp_log"]
+    assert report["gimp_log"].count(f"The selection '{OLD_HAIR_NAME}' outlines it.") == 1
+    np.testing.assert_array_equal(session.raw("long_after.rgba", 4, size=LONG_SIZE),
+                                  session.raw("long_before.rgba", 4, size=LONG_SIZE))
 
 
 def _plugin_pids() -> list[int]:

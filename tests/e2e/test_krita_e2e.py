@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from long_hair_server import long_hair_server
 
 HERE = Path(__file__).resolve().parent
 KRITA, XVFB = shutil.which("krita"), shutil.which("xvfb-run")
@@ -90,7 +91,15 @@ def _krita_env(home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def test_plugin_in_real_krita(server, tmp_path):
+@pytest.fixture
+def long_hair(tmp_path):
+    """The long-hair portrait and a server that knows its hair (long_hair_server.py)."""
+    photo = tmp_path / "long.png"
+    with long_hair_server(photo) as (endpoint, recorder):
+        yield photo, endpoint, recorder
+
+
+def test_plugin_in_real_krita(server, long_hair, tmp_path):
     check = subprocess.run(["/usr/bin/python3", "-c", "import PyQt5.QtCore"], capture_output=True)
     if check.returncode != 0:
         pytest.fail("Krita is installed, but its Python lacks PyQt5: install python3-pyqt5 "
@@ -116,9 +125,11 @@ def test_plugin_in_real_krita(server, tmp_path):
 
     report = tmp_path / "report.json"
     log = tmp_path / "krita.log"
+    long_photo, long_endpoint, recorder = long_hair
     env = _krita_env(home, HC_HARNESS_SCRIPT=str(HERE / "krita_inside.py"), HC_HARNESS_TIMEOUT_MS="540000",
                      HC_E2E_ENDPOINT=server, HC_E2E_PHOTO=str(_photo(tmp_path / "portrait.png")),
-                     HC_E2E_OUT=str(report), HC_E2E_ONLY=os.environ.get("HC_E2E_ONLY", ""))
+                     HC_E2E_OUT=str(report), HC_E2E_ONLY=os.environ.get("HC_E2E_ONLY", ""),
+                     HC_E2E_LONG_ENDPOINT=long_endpoint, HC_E2E_LONG_PHOTO=str(long_photo))
     with open(log, "w") as out:
         proc = subprocess.run(["timeout", "600", XVFB, "-a", "-s", "-screen 0 1280x1024x24 -nolisten tcp",
                                KRITA, "--nosplash"], env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -133,3 +144,9 @@ def test_plugin_in_real_krita(server, tmp_path):
     details = "\n".join(f"{c['name']}: {c['detail']}" for c in failed)
     assert not failed, f"{details}\n--- krita log ---\n{tail}"
     assert proc.returncode == 0, tail
+    # The long-hair edits (krita_inside.check_long_hair): the dialog's "crop only" and the script's True reached
+    # the server, and the selection mask Krita holds is the server's mask, byte for byte.
+    assert [r.whole_hair for r in recorder.requests] == [False, True]
+    sent = recorder.results[0].hair_outside
+    assert sent is not None and recorder.results[1].hair_outside is None
+    assert (report.parent / "old_hair.bin").read_bytes() == sent.tobytes()

@@ -8,7 +8,10 @@ It keeps what the plug-in relies on and what tests/e2e showed real Krita 5.1 doe
 - a node added to a document that has a view becomes activatable only after the main event loop turns
   (`Krita.process_events`, which the tests' fake loop calls between callbacks);
 - the `add_new_transparency_mask` action masks the active layer of the document in the active view;
-- Krita 5.1 has no Document.createTransparencyMask; `Krita(version="5.2.0")` adds it.
+- Krita 5.1 has no Document.createTransparencyMask; `Krita(version="5.2.0")` adds it;
+- Document.createSelectionMask and SelectionMask.setSelection(Selection) exist in 5.1 (a scripted selection
+  mask can be filled, unlike a transparency mask); a new selection mask is inactive, so the document's
+  selection stays as it was.
 """
 
 from __future__ import annotations
@@ -158,6 +161,16 @@ class Node:
         self.writes += 1
         self.pixels.write(data, x, y, w, h)
 
+    def setSelection(self, sel):  # noqa: N802 - SelectionMask's
+        assert self._type == "selectionmask"
+        self.writes += 1
+        self.pixels = Pixels(1, b"\x00")
+        self.pixels.px = dict(sel.pixels.px)
+
+    def selection(self):
+        assert self._type == "selectionmask"
+        return Selection(self.pixels)
+
     def __eq__(self, other):
         return isinstance(other, Node) and other._uid is self._uid
 
@@ -173,6 +186,9 @@ class Selection:
 
     def pixelData(self, x, y, w, h):  # noqa: N802
         return self.pixels.read(x, y, w, h)
+
+    def setPixelData(self, data, x, y, w, h):  # noqa: N802
+        self.pixels.write(data, x, y, w, h)
 
 
 class Document:
@@ -211,6 +227,11 @@ class Document:
 
     def createNode(self, name, kind):  # noqa: N802
         return Node(self, name, kind, self._model, self._depth, self._profile)
+
+    def createSelectionMask(self, name):  # noqa: N802
+        mask = Node(self, name, "selectionmask")
+        mask.pixels = Pixels(1, b"\x00")
+        return mask
 
     def _create_transparency_mask(self, name):
         mask = Node(self, name, "transparencymask")

@@ -109,6 +109,14 @@ class EditResult:
         total = sum(h.total for h in hair)
         return sum(h.outside for h in hair) / total if total > 0 else 0.0
 
+    def hair_outside_mask(self) -> np.ndarray | None:
+        """uint8 [H, W]: the original hair outside the crops that this edit left as it was (None: none, or it
+        was recoloured). The plug-ins offer it as a selection to paint over; no pixels are made up for it."""
+        if self.whole_hair:
+            return None
+        hair = [(f.state.hair, f.state.transform) for f in self.faces if f.state.hair is not None]
+        return longhair.outside_mask(hair, self.layer.shape[:2])
+
     @property
     def boxes(self) -> list[tuple[int, int, int, int]]:
         return [f.state.box for f in self.faces]

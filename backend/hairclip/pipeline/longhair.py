@@ -5,6 +5,8 @@ paste-back. Around each face we parse a window `WINDOW` times the square's side 
 input, so it sees the face and the hair together), warp its soft hair weight onto the photo, and:
 
 - report how much of the face's hair lies outside the square (`PhotoHair.outside`), for every edit;
+- for an edit that leaves that hair as it was, give it as a mask on the photo (`outside_mask`): the plug-ins
+  add it as a selection the user can paint over;
 - for a whole-hair edit, move that hair's Lab statistics to the edited hair's inside the square
   (`conditions.transfer_hair_lab`, the RGB mode's code), and hand over from the crop's edit to the transfer
   over a `SEAM_1024` band inside the square's edge, so there is no step where one ends.
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -57,6 +59,7 @@ class PhotoHair:
     box: Box
     total: float  # the face's hair in photo pixels: the crop's mask inside the square, the window's outside
     outside: float  # of which outside the square
+    outside_u8: np.ndarray | None = field(default=None, repr=False)  # `outside_mask`'s piece on ``box``, once made
 
     @property
     def fraction_outside(self) -> float:
@@ -212,3 +215,27 @@ def extend_piece(photo: np.ndarray, piece: tuple[torch.Tensor, torch.Tensor, Box
     rgb1, a1 = _place(rgb1, fbox, box), _place(a1, fbox, box)
     share = claim / (a1 * own + claim).clamp_min(1e-12)
     return rgb1 + (rgb2 - rgb1) * share, torch.maximum(a1, claim), box
+
+
+def outside_mask(faces: Sequence[tuple[PhotoHair, FaceTransform]], shape: tuple[int, int],
+                 check: Check = _nothing) -> np.ndarray | None:
+    """The faces' original hair outside their squares as a uint8 [H, W] mask on the photo (``shape``), or None
+    when no face has any (below `MIN_OUTSIDE`). What an edit that does not recolour it leaves as it was: the
+    window parse's soft weight, 0 inside each square, each face's own hair only (as `photo_hair` assigns it)."""
+    out: np.ndarray | None = None
+    for hair, t in faces:
+        if hair.fraction_outside < MIN_OUTSIDE:
+            continue
+        check()
+        x0, y0, x1, y1 = hair.box
+        if hair.outside_u8 is None:  # the photo's own hair: made once, kept with the photo's cached face
+            weight = hair.weight * (1 - square_weight(t, hair.box, hair.weight.device, seam=0, check=check))
+            hair.outside_u8 = (weight.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+        piece = hair.outside_u8
+        cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, shape[1]), min(y1, shape[0])
+        if cx1 <= cx0 or cy1 <= cy0:
+            continue
+        if out is None:
+            out = np.zeros(shape, np.uint8)
+        np.maximum(out[cy0:cy1, cx0:cx1], piece[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0], out=out[cy0:cy1, cx0:cx1])
+    return out if out is not None and out.any() else None
