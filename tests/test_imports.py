@@ -6,7 +6,8 @@ that is one of our modules, else of P; the implicit import of parent packages is
 `__init__` files import nothing of their own). Imports inside functions and classes' methods run later,
 when the module is already complete, so they cannot deadlock an import; they are still collected, as
 "lazy" edges (with `importlib.import_module("literal")`), and any cycle through them is listed in the
-output of `python tests/test_imports.py`, so that a circle in the design stays visible.
+output of `python tests/test_imports.py`, and a test fails on any cycle through them too, so that a
+circle in the design cannot come back unnoticed.
 """
 
 from __future__ import annotations
@@ -17,12 +18,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"hairclip": ROOT / "backend" / "hairclip", "hairclip_shared": ROOT / "shared" / "hairclip_shared"}
-
-# Known circles that another change removes. Each entry must still be a real cycle, so that a stale entry
-# cannot hide a new one: install_plugin imports install_gimp lazily (importlib) for its subcommand, and
-# install_gimp imports install_plugin's helpers at module level. Issue 14 moves those helpers into one
-# module on another branch; when that lands, this entry goes.
-KNOWN_LAZY = {frozenset({"hairclip.install_plugin", "hairclip.install_gimp"})}
 
 
 def modules() -> dict[str, Path]:
@@ -132,10 +127,15 @@ def test_no_module_level_import_cycle():
     assert cycles(graph(lazy_too=False)) == []
 
 
-def test_no_import_cycle_even_through_lazy_imports_but_the_known_ones():
-    found = {frozenset(c) for c in cycles(graph(lazy_too=True))}
-    assert found <= KNOWN_LAZY, f"new cycles: {sorted(map(sorted, found - KNOWN_LAZY))}"
-    assert KNOWN_LAZY <= found, f"no longer cycles, remove from KNOWN_LAZY: {sorted(map(sorted, KNOWN_LAZY - found))}"
+def test_no_import_cycle_even_through_lazy_imports():
+    assert cycles(graph(lazy_too=True)) == []
+
+
+def test_the_installers_share_helpers_without_importing_each_other():
+    g = graph(lazy_too=True)
+    assert all("hairclip.install_common" in g[f"hairclip.install_{m}"] for m in ("gimp", "plugin"))
+    assert "hairclip.install_plugin" not in g["hairclip.install_gimp"]
+    assert not g["hairclip.install_common"] - {"hairclip.errors"}
 
 
 def test_the_shared_package_never_imports_the_backend():
