@@ -24,6 +24,7 @@ from hairclip.nets.mapper import HairMapper, color_prompt, hairstyle_prompt, tok
 from hairclip.nets.parsenet import UNet
 from hairclip.pipeline import parse
 from hairclip.pipeline.cache import LRUCache, content_key
+from hairclip_shared.conditions import condition_conflict
 
 MIN_REFERENCE_HAIR = 0.002  # fraction of the aligned crop; below this the parser found no hair to copy
 
@@ -59,11 +60,10 @@ class Conditions:
                 object.__setattr__(self, name, None)
         if self.rgb is not None:
             object.__setattr__(self, "rgb", parse_rgb(self.rgb))
-        if self.hairstyle is not None and self.hairstyle_ref is not None:
-            raise ConflictingConditions("give a hairstyle as text or as a reference image, not both")
         colours = [self.color is not None, self.color_ref is not None, self.rgb is not None]
-        if sum(colours) > 1:
-            raise ConflictingConditions("give the colour as text, as a reference image or as RGB: only one")
+        conflict = condition_conflict(self.hairstyle is not None, self.hairstyle_ref is not None, *colours)
+        if conflict:
+            raise ConflictingConditions(conflict)
         if not any([self.hairstyle, self.hairstyle_ref is not None, *colours]):
             raise ConflictingConditions("nothing to change: give a hairstyle, a colour, or a reference image")
 
