@@ -173,7 +173,7 @@ def test_whole_hair_travels_in_the_protocol_only_when_set():
 
 def test_the_server_carries_whole_hair_and_reports_the_hair_outside_the_crop(editor):
     from hairclip.engine import PipelineEngine
-    from hairclip.images import from_wire, to_wire
+    from hairclip.images import array_to_image, image_to_array
     from hairclip.server import Server
     from hairclip_shared.client import Client
     from hairclip_shared.protocol import EditRequest
@@ -182,10 +182,10 @@ def test_the_server_carries_whole_hair_and_reports_the_hair_outside_the_crop(edi
     editor.models.detector = KnownFaces(faces)
     with Server(PipelineEngine(editor.models), "tcp://127.0.0.1:0") as server, Client(server.endpoint) as client:
         for whole in (False, None):  # None: left out of the request, the default (on for a colour-only edit)
-            remote = client.submit(EditRequest(to_wire(photo), rgb=TARGET, whole_hair=whole,
+            remote = client.submit(EditRequest(array_to_image(photo), rgb=TARGET, whole_hair=whole,
                                                preview=False)).result(timeout=300)
             local = editor.edit(photo, Conditions(rgb=TARGET), EditOptions(whole_hair=whole))
-            assert np.array_equal(from_wire(remote.layer), local.layer)
+            assert np.array_equal(image_to_array(remote.layer), local.layer)
             assert remote.meta["whole_hair"] is (whole is None)
             assert remote.meta["hair_outside_crop"] == pytest.approx(local.hair_outside_crop, abs=1e-4)
             assert remote.meta["hair_outside_crop"] > 0.5

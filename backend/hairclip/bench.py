@@ -296,7 +296,7 @@ def run_interactive(device_name: str, repeat: int, size: int, precision: str = "
 
     from hairclip.device import pick_device
     from hairclip.engine import PipelineEngine
-    from hairclip.images import to_wire
+    from hairclip.images import array_to_image
     from hairclip.nets.mapper import HAIRSTYLES
     from hairclip.server import Server
     from hairclip_shared.client import Client
@@ -306,7 +306,7 @@ def run_interactive(device_name: str, repeat: int, size: int, precision: str = "
     torch.manual_seed(0)
     engine = PipelineEngine(_build_models(device, precision, tiny))
     editor = engine.editor
-    wire = to_wire(_photo(size))
+    wire = array_to_image(_photo(size))
     texts = iter(HAIRSTYLES * 4)  # a text never seen before on every run: its CLIP encode is part of the work
 
     def timed(client, request):

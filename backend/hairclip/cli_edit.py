@@ -120,26 +120,26 @@ class OnServer:
         self.device = self.info.device
 
     def run(self, photo: np.ndarray, args: argparse.Namespace, refs: dict[str, np.ndarray | None]) -> Outcome:
-        from hairclip.images import from_wire, to_wire
+        from hairclip.images import array_to_image, image_to_array
         from hairclip_shared.protocol import EditRequest
 
         req = EditRequest(
-            source=to_wire(photo), hairstyle=args.hairstyle, colour=args.color, rgb=args.rgb,
-            hairstyle_ref=to_wire(refs["hairstyle"]) if refs["hairstyle"] is not None else None,
-            colour_ref=to_wire(refs["color"]) if refs["color"] is not None else None,
+            source=array_to_image(photo), hairstyle=args.hairstyle, colour=args.color, rgb=args.rgb,
+            hairstyle_ref=array_to_image(refs["hairstyle"]) if refs["hairstyle"] is not None else None,
+            colour_ref=array_to_image(refs["color"]) if refs["color"] is not None else None,
             strength=args.strength, faces=args.faces, selection=args.selection,
             return_aligned=bool(args.save_aligned), preview=False, whole_hair=getattr(args, "whole_hair", None),
             aligned=tuple(r for r in aligned_roles(args) if r == "source" or refs[_REF_ROLES[r]] is not None))
         job = self.client.submit(req)
         result = job.result(timeout=args.job_timeout)
-        layer = np.array(from_wire(result.layer))
+        layer = np.array(image_to_array(result.layer))
         aligned = []
         if args.save_aligned:  # four images per face, in the order the server's meta names
             order = result.meta.get("aligned_order", [])
             per_face = len(result.aligned) // max(len(result.faces), 1)
             for i in range(len(result.faces)):
                 images = result.aligned[i * per_face:(i + 1) * per_face]
-                aligned.append({name: np.array(from_wire(im)) for name, im in zip(order, images, strict=False)})
+                aligned.append({name: np.array(image_to_array(im)) for name, im in zip(order, images, strict=False)})
         outside = result.meta.get("hair_outside_crop")  # absent from servers older than the field
         return Outcome(layer, [tuple(f.bbox) for f in result.faces], result.timings, aligned,
                        list(result.meta.get("detectors", [])), outside, bool(result.meta.get("whole_hair")))

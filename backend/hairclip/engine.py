@@ -14,7 +14,7 @@ import torch
 
 from hairclip.engine_api import EngineInfo
 from hairclip.errors import HairclipError
-from hairclip.images import convert_depth, from_wire, to_wire
+from hairclip.images import array_to_image, convert_depth, image_to_array
 from hairclip.nets.mapper import COLORS, HAIRSTYLES
 from hairclip.pipeline.conditions import Conditions
 from hairclip.pipeline.editor import EditOptions, EditResult, HairEditor
@@ -47,7 +47,7 @@ class PipelineEngine:
                           weights=self.models.weights)
 
     def edit(self, request, ctx) -> WireResult:
-        photo = from_wire(request.source)
+        photo = image_to_array(request.source)
         conditions = Conditions(
             hairstyle=request.hairstyle, color=request.colour, rgb=request.rgb,
             hairstyle_ref=_rgb(request.hairstyle_ref), color_ref=_rgb(request.colour_ref),
@@ -56,13 +56,13 @@ class PipelineEngine:
         if isinstance(selection, Rect):
             selection = (selection.x, selection.y, selection.w, selection.h)
         elif isinstance(selection, Image):
-            selection = from_wire(selection) > 0
+            selection = image_to_array(selection) > 0
         options = EditOptions(strength=request.strength, faces=request.faces, selection=selection,
                               aligned="source" in request.aligned, return_aligned=request.return_aligned,
                               whole_hair=request.whole_hair)
 
         def first_picture(image: np.ndarray) -> None:  # streamed as a progress preview before the final layer
-            ctx.progress("first_picture", 1.0, preview=to_wire(image))
+            ctx.progress("first_picture", 1.0, preview=array_to_image(image))
 
         result = self.editor.edit(photo, conditions, options, progress=ctx.progress,
                                   first_picture=first_picture if request.preview else None)
@@ -138,11 +138,11 @@ class PipelineEngine:
         extra = []
         if aligned:
             for f in result.faces:
-                extra += [to_wire(to_uint8(f.edited)), to_wire(f.state.aligned.image1024),
-                          to_wire((f.mask.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy(), "A")]
+                extra += [array_to_image(to_uint8(f.edited)), array_to_image(f.state.aligned.image1024),
+                          array_to_image((f.mask.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy(), "A")]
                 if f.inversion is not None:
-                    extra.append(to_wire(to_uint8(f.inversion)))
-        layer = to_wire(convert_depth(result.layer, depth), channels, depth)
+                    extra.append(array_to_image(to_uint8(f.inversion)))
+        layer = array_to_image(convert_depth(result.layer, depth), channels, depth)
         meta = {"strength": result.strength, "faces_edited": len(result.faces),
                 "detectors": [f.state.source for f in result.faces],  # which detector found each face
                 "aligned_order": ["edited", "aligned", "mask", "inversion"] if aligned else [],
@@ -160,7 +160,7 @@ class _Interrupted(Exception):
 
 
 def _rgb(image: Image | None) -> np.ndarray | None:
-    return None if image is None else np.ascontiguousarray(from_wire(image))
+    return None if image is None else np.ascontiguousarray(image_to_array(image))
 
 
 def _describe(device: torch.device) -> str:
