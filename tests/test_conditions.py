@@ -45,7 +45,7 @@ def test_the_backend_refuses_with_the_shared_sentence():
         Conditions(hairstyle="afro", hairstyle_ref=ref)
     assert e.value.message == condition_conflict(True, True, False, False, False)
     with pytest.raises(ConflictingConditions) as e:
-        Conditions(color_ref=ref, rgb=(1, 2, 3))
+        Conditions(colour_ref=ref, rgb=(1, 2, 3))
     assert e.value.message == condition_conflict(False, False, False, True, True)
 
 

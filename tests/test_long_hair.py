@@ -16,7 +16,7 @@ from hairclip.color import masked_mean, rgb_to_lab
 from hairclip.images import composite
 from hairclip.pipeline import longhair, parse
 from hairclip.pipeline.composite import compose_one, warp_face_warm
-from hairclip.pipeline.conditions import Conditions, match_hair_color
+from hairclip.pipeline.conditions import Conditions, match_hair_colour
 from hairclip.pipeline.editor import EditOptions, HairEditor
 from hairclip.pipeline.faces import KnownFaces
 from hairclip.pipeline.models import Models
@@ -97,7 +97,7 @@ def test_crop_only_is_the_plain_crop_edit(editor, monkeypatch):
     pieces = []
     for f in crop.faces:  # the compositing recipe of a crop edit, from the faces' own synthesis and mask
         _, recolour = parse.hair_and_weight(editor.models.parser, f.edited[None])
-        shown = match_hair_color(f.edited[None], recolour[:, None], f.state.rgb)
+        shown = match_hair_colour(f.edited[None], recolour[:, None], f.state.rgb)
         pieces.append(warp_face_warm((shown[0] + 1) / 2, f.mask, f.state.warp))  # the cached photo's warp
     assert len(pieces) == 1 and np.array_equal(crop.layer, compose_one(photo, *pieces[0]))
 

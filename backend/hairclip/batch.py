@@ -87,9 +87,13 @@ def model_identity(args: argparse.Namespace) -> dict[str, str | None]:
 
 def inputs_record(args: argparse.Namespace, photo_sha: str, refs_sha: dict[str, str | None],
                   models: dict) -> dict:
-    """Everything the output's bytes depend on, in the form it is stored in the report."""
-    rec = {"photo_sha256": photo_sha, "hairstyle": args.hairstyle, "color": args.color, "rgb": args.rgb,
-           "hairstyle_ref_sha256": refs_sha["hairstyle"], "color_ref_sha256": refs_sha["color"],
+    """Everything the output's bytes depend on, in the form it is stored in the report.
+
+    The keys "color" and "color_ref_sha256" keep the spelling of the reports already written, so that a batch
+    run before the code said "colour" still resumes (a changed key would redo every photo).
+    """
+    rec = {"photo_sha256": photo_sha, "hairstyle": args.hairstyle, "color": args.colour, "rgb": args.rgb,
+           "hairstyle_ref_sha256": refs_sha["hairstyle"], "color_ref_sha256": refs_sha["colour"],
            "strength": args.strength, "faces": args.faces, "selection": args.selection, "aligned": args.aligned,
            "layer": bool(args.layer), "save_aligned": bool(args.save_aligned), "models": models,
            "hairclip": __version__}

@@ -260,7 +260,7 @@ def run_pipeline(device_name: str, repeat: int, size: int, precision: str = "aut
     torch.manual_seed(0)
     editor = HairEditor(_build_models(device, precision, tiny))
     photo = _photo(size)
-    cond = Conditions(hairstyle="bob cut", color="purple")
+    cond = Conditions(hairstyle="bob cut", colour="purple")
 
     with torch.inference_mode():
         _full_edit(editor, photo, cond)  # warm-up
@@ -391,7 +391,7 @@ def run_gpu_check(device_name: str = "cuda", precision: str = "auto", tiny: bool
     editor = HairEditor(_build_models(device, precision, tiny))
     build_s = time.perf_counter() - t_build
     photo = _photo(size)
-    cond = Conditions(hairstyle="bob cut", color="purple")
+    cond = Conditions(hairstyle="bob cut", colour="purple")
     with torch.inference_mode():
         for _ in range(warmup):
             _full_edit(editor, photo, cond)

@@ -15,7 +15,7 @@ import torch
 from hairclip.engine_api import EngineInfo
 from hairclip.errors import HairclipError
 from hairclip.images import array_to_image, convert_depth, image_to_array
-from hairclip.nets.mapper import COLORS, HAIRSTYLES
+from hairclip.nets.mapper import COLOURS, HAIRSTYLES
 from hairclip.pipeline.conditions import Conditions
 from hairclip.pipeline.editor import EditOptions, EditResult, HairEditor
 from hairclip.pipeline.models import Models, detector_name
@@ -43,15 +43,16 @@ class PipelineEngine:
     def info(self) -> EngineInfo:
         models = {k: "loaded" for k in self.models.names}
         models["detector"] = detector_name(self.models.detector)  # e.g. "dlib, then fan"
-        return EngineInfo(device=self._device, models=models, hairstyles=list(HAIRSTYLES), colours=list(COLORS),
+        return EngineInfo(device=self._device, models=models, hairstyles=list(HAIRSTYLES), colours=list(COLOURS),
                           weights=self.models.weights)
 
     def edit(self, request, ctx) -> WireResult:
         photo = image_to_array(request.source)
         conditions = Conditions(
-            hairstyle=request.hairstyle, color=request.colour, rgb=request.rgb,
-            hairstyle_ref=_rgb(request.hairstyle_ref), color_ref=_rgb(request.colour_ref),
-            hairstyle_ref_aligned="hairstyle_ref" in request.aligned, color_ref_aligned="colour_ref" in request.aligned)
+            hairstyle=request.hairstyle, colour=request.colour, rgb=request.rgb,
+            hairstyle_ref=_rgb(request.hairstyle_ref), colour_ref=_rgb(request.colour_ref),
+            hairstyle_ref_aligned="hairstyle_ref" in request.aligned,
+            colour_ref_aligned="colour_ref" in request.aligned)
         selection = request.selection
         if isinstance(selection, Rect):
             selection = (selection.x, selection.y, selection.w, selection.h)
