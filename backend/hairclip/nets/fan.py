@@ -1,5 +1,5 @@
 """Face Alignment Network (2D-FAN, Bulat & Tzimiropoulos 2017) with the state-dict layout of
-face-alignment's published ``2DFAN4-11f355bf06.pth.tar``. Heatmap decoding lives in ``hairclip.pipeline.faces``."""
+face-alignment's published ``2DFAN4-11f355bf06.pth.tar``. Heatmap decoding lives in ``hairclip.pipeline.face_fan``."""
 
 from __future__ import annotations
 
