@@ -13,6 +13,7 @@ circle in the design cannot come back unnoticed.
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from pathlib import Path
 
@@ -174,6 +175,29 @@ def test_the_length_rule_sees_a_long_module(tmp_path, monkeypatch):
     monkeypatch.setattr(sys.modules[__name__], "ALL_CODE", (tmp_path,))
     monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
     assert long_modules_without_a_reason() == ["long.py"]
+
+
+# TODO(issue 14): the classes of these modules get their one-sentence docstrings on the branches that are
+# rewriting them (weights-lib, composite-speed); the integrator empties this list when those land.
+CLASS_DOCS_PENDING = {"backend/hairclip/weights.py", "backend/hairclip/pipeline/composite.py"}
+
+
+def classes_without_a_one_sentence_job() -> list[str]:
+    """Classes whose docstring is missing or whose first paragraph is more than one sentence."""
+    out = []
+    for folder in ALL_CODE:
+        for path in sorted(folder.rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ClassDef):
+                    first = " ".join((ast.get_docstring(node) or "").split("\n\n")[0].split())
+                    if not first or len(re.split(r"(?<=[.!?])\s+(?=[A-Z`])", first)) > 1:
+                        out.append(f"{path.relative_to(ROOT).as_posix()}:{node.name}")
+    return out
+
+
+def test_every_class_says_its_job_in_one_sentence():
+    found = [c for c in classes_without_a_one_sentence_job() if c.split(":")[0] not in CLASS_DOCS_PENDING]
+    assert not found, f"classes with no docstring, or more than one sentence before its first blank line: {found}"
 
 
 def test_the_shared_package_never_imports_the_backend():

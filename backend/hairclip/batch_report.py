@@ -26,6 +26,8 @@ PARTS = ".hairclip-report.parts"
 
 @dataclass(frozen=True)
 class Photo:
+    """One photo of the batch and the file its edit is written to."""
+
     path: Path
     output: Path
 

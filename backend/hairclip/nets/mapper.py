@@ -129,8 +129,11 @@ class SubHairMapper(nn.Module):
 
 
 class HairMapper(nn.Module):
-    """HairCLIP's mapper. ``forward`` keeps the official signature; ``encode_*`` and ``edit_offset`` let a
-    caller cache the (frozen) CLIP embeddings of a prompt or reference across edits."""
+    """HairCLIP's mapper: the W+ offset that gives a latent the hairstyle and colour of its conditions.
+
+    ``forward`` keeps the official signature; ``encode_*`` and ``edit_offset`` let a caller cache the (frozen)
+    CLIP embeddings of a prompt or reference across edits.
+    """
 
     def __init__(self, clip_model: CLIP, use_coarse: bool = True, use_medium: bool = True, use_fine: bool = True):
         super().__init__()

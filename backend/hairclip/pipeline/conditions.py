@@ -30,20 +30,26 @@ MIN_REFERENCE_HAIR = 0.002  # fraction of the aligned crop; below this the parse
 
 
 class PromptTooLong(HairclipError):
+    """A hairstyle or colour text is longer than CLIP's 77 tokens."""
+
     code = "prompt_too_long"
 
 
 class NoHairInReference(HairclipError):
+    """The parser found no hair to copy in a reference image (or to recolour on the face)."""
+
     code = "no_hair"
 
 
 class ConflictingConditions(HairclipError):
+    """Two conditions for one branch, or no condition at all."""
+
     code = "bad_conditions"
 
 
 @dataclass(frozen=True, eq=False)
 class Conditions:
-    """What to change. At most one condition per branch; any branch may be left empty."""
+    """What to change in the hair: at most one condition per branch, and any branch may be left empty."""
 
     hairstyle: str | None = None
     colour: str | None = None

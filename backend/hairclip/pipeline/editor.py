@@ -88,6 +88,8 @@ class PhotoFace:
 
 @dataclass
 class FaceOutput:
+    """One edited face in the aligned frame: its state, the synthesis, the edit mask and the inversion."""
+
     state: FaceState
     edited: torch.Tensor  # [3,1024,1024] in [-1, 1], the raw synthesis of the edit
     mask: torch.Tensor  # [1024,1024] float, the edit mask in the aligned frame
@@ -96,6 +98,8 @@ class FaceOutput:
 
 @dataclass
 class EditResult:
+    """The photo-sized hair layer of one edit, with its faces and the time each stage took."""
+
     layer: np.ndarray  # [H,W,4] in the photo's dtype: alpha is the edit mask
     faces: list[FaceOutput]
     strength: float
@@ -116,6 +120,8 @@ class EditResult:
 
 @dataclass(frozen=True)
 class EditOptions:
+    """How to edit, apart from what to change: strength, which faces, alignment and long hair."""
+
     strength: float = 1.0
     faces: Mode = "all"
     selection: Rect | np.ndarray | None = None
@@ -130,6 +136,8 @@ class EditOptions:
 
 
 class HairEditor:
+    """Runs the pipeline's stages on a photo, with the caches that make a warm edit cheap."""
+
     def __init__(self, models: Models):
         self.models = models
         self.inverter = Inverter(models.encoder, models.latent_avg)

@@ -146,7 +146,7 @@ def heatmap_points(heat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 class FanDetector:
-    """S3FD finds face boxes, 2D-FAN-4 puts 68 landmarks in each. Weights come from local files only.
+    """S3FD finds face boxes and 2D-FAN-4 puts 68 landmarks in each, with weights from local files only.
 
     ``max_side``: photos are shrunk to this longest side for box detection only (S3FD is a VGG-16 at full
     resolution: a 24 MP photo would need tens of GB); landmarks are found in the full-resolution photo.

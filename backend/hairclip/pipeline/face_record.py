@@ -58,8 +58,11 @@ class DetectorUnavailable(HairclipError):
 
 @dataclass(frozen=True, eq=False)
 class Face:
-    """One face: 68 landmarks [68, 2] float64 (x, y), its detector box (x0, y0, x1, y1), the detector's score
-    (on that detector's own scale) and which detector found it ("dlib", "fan", ...), for logs and users."""
+    """One face found in a photo: its 68 landmarks, its detector box, the score and the detector's name.
+
+    Landmarks are [68, 2] float64 (x, y), the box (x0, y0, x1, y1), the score on that detector's own scale, and
+    the source ("dlib", "fan", ...) is for logs and users.
+    """
 
     landmarks: np.ndarray
     box: tuple[float, float, float, float]
@@ -98,6 +101,8 @@ class Face:
 
 
 class FaceDetector(Protocol):
+    """Anything that finds faces, with their landmarks, in an RGB photo."""
+
     def detect(self, image: np.ndarray) -> list[Face]:
         """All faces in an RGB uint8 image [H, W, 3], in no particular order."""
         ...

@@ -157,8 +157,10 @@ class LazyDetector:
 
 
 class FirstThatFinds:
-    """Asks each detector in turn and returns the faces of the first that finds any (dlib, then FAN for the
-    profiles dlib misses). Each `Face.source` says which one it was."""
+    """Asks each detector in turn and returns the faces of the first that finds any.
+
+    That is dlib, then FAN for the profiles dlib misses; each `Face.source` says which one it was.
+    """
 
     def __init__(self, *detectors: FaceDetector):
         self.detectors = detectors

@@ -186,6 +186,8 @@ def load_image(path: str | os.PathLike, size: int = IMAGE_SIZE) -> torch.Tensor:
 
 @dataclass
 class Sample:
+    """One training sample: a latent, its drawn edit and the edit's tokens and reference images."""
+
     index: int
     w: torch.Tensor
     edit: Edit
@@ -197,8 +199,11 @@ class Sample:
 
 @dataclass
 class Batch:
-    """Collated samples. Rows of a condition tensor whose ``has_*`` flag is False are zeros; a tensor is None
-    when no sample in the batch has that condition."""
+    """Samples collated into tensors, with ``has_*`` flags saying which rows hold a condition.
+
+    Rows of a condition tensor whose ``has_*`` flag is False are zeros; a tensor is None when no sample in the
+    batch has that condition.
+    """
 
     index: torch.Tensor  # [B] dataset indices
     w: torch.Tensor  # [B, 18, 512]
@@ -244,8 +249,11 @@ def collate(samples: Sequence[Sample]) -> Batch:
 
 
 class LatentsDataset(Dataset):
-    """W+ latents ``[N, 18, 512]`` with an edit drawn per sample. Keys are ``(epoch, index)`` (or an index, for
-    epoch 0): the draw is seeded by ``(seed, epoch, index)`` so it does not depend on who loads the sample."""
+    """W+ latents ``[N, 18, 512]`` with an edit drawn per sample.
+
+    Keys are ``(epoch, index)`` (or an index, for epoch 0): the draw is seeded by ``(seed, epoch, index)`` so it
+    does not depend on who loads the sample.
+    """
 
     def __init__(self, latents: torch.Tensor, sampler: EditSampler, image_size: int = IMAGE_SIZE, seed: int = 0):
         if latents.ndim != 3 or latents.shape[-1] != 512:

@@ -113,6 +113,8 @@ class ConditionedOffsets(nn.Module):
 
 @dataclass(frozen=True)
 class Distributed:
+    """This process's place among torchrun's processes (one process when not under torchrun)."""
+
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0

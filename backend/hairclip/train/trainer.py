@@ -58,6 +58,8 @@ from hairclip.train.ranger import Ranger
 
 @dataclass
 class StepOutput:
+    """One training step's metrics, and the images before and after the edit when asked for."""
+
     metrics: dict[str, float]
     x: torch.Tensor | None = None
     x_hat: torch.Tensor | None = None
