@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 from hairclip.engine import PipelineEngine
-from hairclip.images import to_wire
+from hairclip.images import array_to_image
 from hairclip.pipeline.models import Models
 from hairclip.server import Server
 from hairclip_shared.client import Client
@@ -33,11 +33,11 @@ def main() -> None:
             Client(server.endpoint) as client:
         photos = [np.stack([(xx + i) % 256, yy % 256, (xx * yy + i) % 256], -1).astype(np.uint8)
                   for i in range(args.jobs)]  # distinct photos: nothing is cached between jobs
-        client.submit(EditRequest(source=to_wire(photos[0]), hairstyle="afro")).result(timeout=300)  # warm-up
+        client.submit(EditRequest(source=array_to_image(photos[0]), hairstyle="afro")).result(timeout=300)  # warm-up
         edits, rerenders = [], []
         for i, photo in enumerate(photos):
             t0 = time.perf_counter()
-            job = client.submit(EditRequest(source=to_wire(photo), hairstyle="bob cut" if i % 2 else "afro"))
+            job = client.submit(EditRequest(source=array_to_image(photo), hairstyle="bob cut" if i % 2 else "afro"))
             job.result(timeout=300)
             edits.append(time.perf_counter() - t0)
             t0 = time.perf_counter()

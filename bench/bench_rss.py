@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hairclip.images import to_wire
+from hairclip.images import array_to_image
 from hairclip_shared.client import Client
 from hairclip_shared.protocol import EditRequest
 
@@ -66,8 +66,9 @@ def run(args: argparse.Namespace, trim: bool) -> dict[str, float]:
             start = rss_mib(child.pid)
             for i in range(args.jobs):
                 photo = np.roll(base, 7 * i, axis=1)  # distinct photos: no cache hit between jobs
+                request = EditRequest(source=array_to_image(photo), colour="red", preview=False)
                 t0 = time.perf_counter()
-                client.submit(EditRequest(source=to_wire(photo), colour="red", preview=False)).result(timeout=600)
+                client.submit(request).result(timeout=600)
                 seconds.append(time.perf_counter() - t0)
                 time.sleep(0.3)  # the trim runs on the worker right after the result is posted
                 after.append(rss_mib(child.pid))

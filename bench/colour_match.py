@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from hairclip.pipeline import parse
-from hairclip.pipeline.conditions import Conditions, hair_lab_distance, image_tensor, match_hair_color
+from hairclip.pipeline.conditions import Conditions, hair_lab_distance, image_tensor, match_hair_colour
 from hairclip.pipeline.editor import HairEditor
 from hairclip.pipeline.models import Models
 
@@ -31,7 +31,7 @@ def main() -> None:
             original = image_tensor(face.state.aligned.image1024, editor.device)
             before = hair_lab_distance(original, face.state.hair_before[None, None].float(), rgb)
             hair = parse.hair(editor.models.parser, face.edited[None])[None].float()
-            after = hair_lab_distance(match_hair_color(face.edited[None], hair, rgb), hair, rgb)
+            after = hair_lab_distance(match_hair_colour(face.edited[None], hair, rgb), hair, rgb)
             print(f"{name:<10} {str(rgb):<16} {before:8.2f} {after:8.2f}")
 
 

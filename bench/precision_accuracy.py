@@ -88,8 +88,8 @@ def whole_edit_tiny(plan: PrecisionPlan) -> None:
                     0, 255).astype(np.uint8)
     ref = np.clip(np.stack([xx * 0.8 + 20, yy * 0.6, xx * 0.2], -1) + rng.normal(0, 12, (300, 260, 3)),
                   0, 255).astype(np.uint8)
-    edits = {"text": Conditions(hairstyle="afro", color="purple"),
-             "reference": Conditions(hairstyle_ref=ref, color_ref=ref),
+    edits = {"text": Conditions(hairstyle="afro", colour="purple"),
+             "reference": Conditions(hairstyle_ref=ref, colour_ref=ref),
              "rgb": Conditions(hairstyle="bob cut", rgb="#1ec83c")}
     fp32 = HairEditor(Models.random_tiny("cpu", precision="fp32"))
     other = HairEditor(Models.random_tiny("cpu", precision=plan.name))

@@ -73,7 +73,7 @@ def test_aligned_reference_embedding_is_the_official_recipe(editor, tmp_path):
 
 def test_aligned_photo_and_reference_edit_uses_the_official_embedding_without_detection(editor):
     photo, ref = reference_image(seed=1), reference_image(seed=2)
-    result = editor.edit(photo, Conditions(hairstyle_ref=ref, hairstyle_ref_aligned=True, color="purple"),
+    result = editor.edit(photo, Conditions(hairstyle_ref=ref, hairstyle_ref_aligned=True, colour="purple"),
                          EditOptions(aligned=True))
     state = result.faces[0].state
     official = official_reference_embedding(editor.models, PILImage.fromarray(ref)).float()

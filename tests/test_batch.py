@@ -85,7 +85,7 @@ class Recolour:
 
 def batch(folder: Path, out: Path, runner: Recolour, *extra: str) -> int:
     args = build_parser().parse_args(["edit", str(folder), "-o", str(out), "--hairstyle", "afro", *TINY, *extra])
-    return run_batch(args, sorted(folder.iterdir()), {"hairstyle": None, "color": None}, lambda a, addr: runner)
+    return run_batch(args, sorted(folder.iterdir()), {"hairstyle": None, "colour": None}, lambda a, addr: runner)
 
 
 def test_the_report_has_one_line_per_photo_and_a_second_run_skips_them_all(tmp_path):
@@ -159,7 +159,7 @@ def test_two_photos_with_one_output_name_are_refused_before_anything_runs(tmp_pa
     runner = Recolour()
     with pytest.raises(HairclipError, match="would both be written to"):
         run_batch(args, [tmp_path / "a" / "p00.png", tmp_path / "b" / "p00.png"],
-                  {"hairstyle": None, "color": None}, lambda a, addr: runner)
+                  {"hairstyle": None, "colour": None}, lambda a, addr: runner)
     assert runner.calls == []
 
 
@@ -190,7 +190,7 @@ def test_a_server_that_goes_away_hands_its_photos_to_the_others(tmp_path):
     servers = {"tcp://a:1": RecolourServer("tcp://a:1", dies_after=1), "tcp://b:2": RecolourServer("tcp://b:2")}
     args = build_parser().parse_args(["edit", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--hairstyle",
                                       "afro", "--server", "tcp://a:1", "--server", "tcp://b:2"])
-    code = run_batch(args, sorted((tmp_path / "in").iterdir()), {"hairstyle": None, "color": None},
+    code = run_batch(args, sorted((tmp_path / "in").iterdir()), {"hairstyle": None, "colour": None},
                      lambda a, address: servers[address])
     assert code == 0
     lines = report(tmp_path / "out")
@@ -204,7 +204,7 @@ def test_when_every_server_is_gone_the_rest_is_reported_failed(tmp_path):
     server = RecolourServer("tcp://a:1", dies_after=1)
     args = build_parser().parse_args(["edit", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--hairstyle",
                                       "afro", "--server", "tcp://a:1"])
-    assert run_batch(args, sorted((tmp_path / "in").iterdir()), {"hairstyle": None, "color": None},
+    assert run_batch(args, sorted((tmp_path / "in").iterdir()), {"hairstyle": None, "colour": None},
                      lambda a, address: server) == 1
     lines = report(tmp_path / "out")
     assert [(r["status"], r["code"]) for r in lines] == [("done", None), ("failed", "not_running"),

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from hairclip.cli import main
+from hairclip.cli import build_parser, main
 from hairclip.images import load_image, save_image
 
 
@@ -53,6 +54,14 @@ def test_errors_are_sentences_and_leave_no_output(tmp_path, capsys):
     assert main(["edit", str(blank), "-o", str(out), "--hairstyle", "afro", *TINY]) == 1
     assert "at least 128 px is needed" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_color_spellings_are_aliases_of_the_colour_options(tmp_path):
+    base = ["edit", "me.png", "-o", str(tmp_path / "o.png")]
+    for spelling in ("colour", "color"):
+        args = build_parser().parse_args([*base, f"--{spelling}", "red", f"--{spelling}-ref", "r.png",
+                                          f"--aligned-{spelling}-ref"])
+        assert (args.colour, args.colour_ref, args.aligned_colour_ref) == ("red", Path("r.png"), True)
 
 
 def test_nothing_to_change_and_unknown_options(photo_file, tmp_path, capsys):

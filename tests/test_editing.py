@@ -50,9 +50,9 @@ def test_official_lists_match_the_backend():
     prompts = (BACKEND / "data" / "hairstyles.txt").read_text().splitlines()
     assert HAIRSTYLES == tuple(p.removesuffix(" hairstyle") for p in prompts) and len(HAIRSTYLES) == 44
     tree = ast.parse((BACKEND / "nets" / "mapper.py").read_text())
-    colors = next(ast.literal_eval(n.value) for n in ast.walk(tree) if isinstance(n, ast.Assign)
-                  and any(getattr(t, "id", None) == "COLORS" for t in n.targets))
-    assert COLOURS == colors and len(COLOURS) == 12
+    colours = next(ast.literal_eval(n.value) for n in ast.walk(tree) if isinstance(n, ast.Assign)
+                  and any(getattr(t, "id", None) == "COLOURS" for t in n.targets))
+    assert COLOURS == colours and len(COLOURS) == 12
 
 
 def test_presets_prefer_the_servers_lists():

@@ -14,7 +14,7 @@ import pytest
 
 from hairclip.cli import main
 from hairclip.engine import PipelineEngine
-from hairclip.images import from_wire, load_image, save_image, to_wire
+from hairclip.images import array_to_image, image_to_array, load_image, save_image
 from hairclip.pipeline.models import Models
 from hairclip.server import Server
 from hairclip_shared.client import Client
@@ -58,7 +58,7 @@ def test_serve_detector_option_reaches_hello_without_loading_it():
 
 def test_edit_streams_progress_then_a_bgra_layer(server, photo):
     with Client(server.endpoint) as client:
-        job = client.submit(EditRequest(source=to_wire(photo), hairstyle="bob cut",
+        job = client.submit(EditRequest(source=array_to_image(photo), hairstyle="bob cut",
                                         out_channels="BGRA"))
         events = list(job.events(timeout=120))
     stages = [e.stage for e in events if isinstance(e, Progress)]
@@ -66,7 +66,7 @@ def test_edit_streams_progress_then_a_bgra_layer(server, photo):
     result = events[-1]
     assert isinstance(result, EditResult)
     assert result.layer.channels == "BGRA" and (result.layer.width, result.layer.height) == (260, 300)
-    layer = from_wire(result.layer)  # back in RGBA order
+    layer = image_to_array(result.layer)  # back in RGBA order
     outside = layer[..., 3] == 0
     assert np.array_equal(layer[..., :3][outside], photo[outside])
     assert result.faces_edited == 1 and result.meta["detectors"] == ["centre"]
@@ -74,7 +74,7 @@ def test_edit_streams_progress_then_a_bgra_layer(server, photo):
 
 def test_strength_rerender_skips_inversion_and_encoding(server, engine, photo):
     with Client(server.endpoint) as client:
-        first = client.submit(EditRequest(source=to_wire(photo), colour="red"))
+        first = client.submit(EditRequest(source=array_to_image(photo), colour="red"))
         first.result(timeout=120)
         inversions = engine.editor.inverter.cache.misses + engine.editor.inverter.cache.hits
         encodes = engine.editor.conditions.text_cache.misses + engine.editor.conditions.text_cache.hits
@@ -86,7 +86,7 @@ def test_strength_rerender_skips_inversion_and_encoding(server, engine, photo):
 
 def test_engine_errors_reach_the_client_with_their_code(server, photo):
     with Client(server.endpoint) as client:
-        job = client.submit(EditRequest(source=to_wire(photo), hairstyle="x " * 95))
+        job = client.submit(EditRequest(source=array_to_image(photo), hairstyle="x " * 95))
         with pytest.raises(JobFailed) as err:
             job.result(timeout=120)
     assert err.value.code == "prompt_too_long"
@@ -122,14 +122,15 @@ def test_cli_server_path_never_imports_torch(server, photo, tmp_path):
 
 def test_cancel_in_the_middle_of_a_real_edit(server, photo):
     with Client(server.endpoint) as client:
-        job = client.submit(EditRequest(source=to_wire(photo), hairstyle="mohawk"))
+        job = client.submit(EditRequest(source=array_to_image(photo), hairstyle="mohawk"))
         for event in job.events(timeout=120):
             if isinstance(event, Progress):  # the pipeline has started: stop it between two stages
                 job.cancel()
                 break
         with pytest.raises(Cancelled):
             job.result(timeout=120)
-        assert client.submit(EditRequest(source=to_wire(photo), colour="blond")).result(timeout=120)  # serving on
+        again = EditRequest(source=array_to_image(photo), colour="blond")
+        assert client.submit(again).result(timeout=120)  # serving on
 
 
 def test_eight_clients_five_jobs_each_all_come_back_to_their_sender(server):
@@ -139,7 +140,7 @@ def test_eight_clients_five_jobs_each_all_come_back_to_their_sender(server):
         sizes = []
         with Client(server.endpoint) as client:  # one job at a time per client: 8 waiting fill the queue
             for k in range(5):
-                source = to_wire(np.stack([(xx + k) % 256, yy % 256, xx % 256], -1).astype(np.uint8))
+                source = array_to_image(np.stack([(xx + k) % 256, yy % 256, xx % 256], -1).astype(np.uint8))
                 result = client.submit(EditRequest(source=source, colour="red")).result(timeout=300)
                 sizes.append((result.layer.width, result.layer.height))
         return sizes
@@ -177,11 +178,11 @@ def _float_layer(bad: float, h: int = 64, w: int = 48, channels: int = 4) -> np.
 @pytest.mark.parametrize("role,layer", [("source", "photo"), ("hairstyle_ref", "hairstyle reference"),
                                         ("colour_ref", "colour reference")])
 def test_nan_or_inf_f32_layer_is_refused_as_bad_image_naming_the_layer(server, photo, role, layer):
-    good = to_wire(photo.astype(np.float32) / 255)
+    good = array_to_image(photo.astype(np.float32) / 255)
     with Client(server.endpoint) as client:
         for bad in (np.nan, np.inf, -np.inf):
             images = {"source": good, "hairstyle_ref": None, "colour_ref": None}
-            bad_layer = _float_layer(bad)  # built by hand: to_wire() would refuse it on this side already
+            bad_layer = _float_layer(bad)  # built by hand: array_to_image() would refuse it on this side already
             images[role] = Image(bad_layer.shape[1], bad_layer.shape[0], bad_layer.tobytes(), "RGBA", "f32")
             kw = {"hairstyle": None if images["hairstyle_ref"] else "afro",
                   "colour": None if images["colour_ref"] else "red"}
@@ -191,7 +192,7 @@ def test_nan_or_inf_f32_layer_is_refused_as_bad_image_naming_the_layer(server, p
             assert err.value.code == "bad_image" and f"The {layer} layer" in err.value.message
             assert "NaN or infinite" in err.value.message
         done = client.submit(EditRequest(source=good, colour="red")).result(timeout=120)  # still serving
-    layer_out = from_wire(done.layer)
+    layer_out = image_to_array(done.layer)
     assert layer_out.dtype == np.float32 and np.isfinite(layer_out).all()
 
 
@@ -214,7 +215,7 @@ def test_a_cancel_during_composite_of_a_4096_photo_lands_inside_composite_prompt
     photo = np.random.default_rng(3).integers(0, 256, (4096, 4096, 3), dtype=np.uint8)
     watched = _WatchedEngine(engine.models)
     with Server(watched, "tcp://127.0.0.1:0") as srv, Client(srv.endpoint, timeout=30) as client:
-        job = client.submit(EditRequest(source=to_wire(photo), hairstyle="afro", preview=False))
+        job = client.submit(EditRequest(source=array_to_image(photo), hairstyle="afro", preview=False))
         for event in job.events(timeout=300):  # 0.5: the faces are warped, the 4096 px layer is being laid
             assert not isinstance(event, EditResult), "the edit finished before the cancel could be sent"
             if isinstance(event, Progress) and event.stage == "composite" and event.fraction >= 0.5:
@@ -224,7 +225,7 @@ def test_a_cancel_during_composite_of_a_4096_photo_lands_inside_composite_prompt
         with pytest.raises(Cancelled):
             job.result(timeout=60)
         latency = time.perf_counter() - t0
-        assert client.submit(EditRequest(source=to_wire(photo[:300, :260]), colour="red")).result(timeout=120)
+        assert client.submit(EditRequest(source=array_to_image(photo[:300, :260]), colour="red")).result(timeout=120)
     frames = watched.stopped_in[0]
     inside = [name for file, name in frames if file == "composite.py"]
     assert inside and inside[0] in ("compose_layer", "compose_one"), frames  # inside the layer's composition
@@ -253,36 +254,36 @@ def test_warm_new_text_edit_runs_no_inversion_nor_original_parse_and_matches_a_c
     monkeypatch.setattr(parse, "hair", counted_parse)
     photo = photo[::-1].copy()  # a photo no other test has sent: the first edit is cold
     with Client(server.endpoint) as client:
-        client.submit(EditRequest(source=to_wire(photo), hairstyle="bob cut")).result(timeout=120)
+        client.submit(EditRequest(source=array_to_image(photo), hairstyle="bob cut")).result(timeout=120)
         assert calls == {"invert": 1, "parse": 1}
-        warm = client.submit(EditRequest(source=to_wire(photo), hairstyle="afro hairstyle", strength=0.7))
+        warm = client.submit(EditRequest(source=array_to_image(photo), hairstyle="afro hairstyle", strength=0.7))
         warm = warm.result(timeout=120)
         assert calls == {"invert": 1, "parse": 1}  # the new text reused the inversion and the original's hair
         engine.editor.photo_cache.clear()
         inverter.cache.clear()
-        cold = client.submit(EditRequest(source=to_wire(photo), hairstyle="afro hairstyle", strength=0.7))
+        cold = client.submit(EditRequest(source=array_to_image(photo), hairstyle="afro hairstyle", strength=0.7))
         cold = cold.result(timeout=120)
     assert calls == {"invert": 2, "parse": 2}
-    assert np.array_equal(from_wire(warm.layer), from_wire(cold.layer))
-    assert (from_wire(warm.layer)[..., 3] > 0).any()
+    assert np.array_equal(image_to_array(warm.layer), image_to_array(cold.layer))
+    assert (image_to_array(warm.layer)[..., 3] > 0).any()
 
 
 def test_a_new_edit_streams_a_256_px_first_picture_before_the_final_layer(server, photo):
     big = np.tile(photo, (2, 3, 1))  # 600 x 780: the first picture is reduced to 512 px on the long side
     with Client(server.endpoint) as client:
-        events = list(client.submit(EditRequest(source=to_wire(big), hairstyle="bob cut")).events(timeout=120))
-        quiet = list(client.submit(EditRequest(source=to_wire(big), hairstyle="bob cut",
+        events = list(client.submit(EditRequest(source=array_to_image(big), hairstyle="bob cut")).events(timeout=120))
+        quiet = list(client.submit(EditRequest(source=array_to_image(big), hairstyle="bob cut",
                                                preview=False)).events(timeout=120))
     firsts = [n for n, e in enumerate(events) if isinstance(e, Progress) and e.stage == "first_picture"
               and e.preview is not None]
     final = [n for n, e in enumerate(events) if isinstance(e, EditResult)]
     assert firsts and final == [len(events) - 1] and firsts[0] < final[0]
-    picture = from_wire(events[firsts[0]].preview)
+    picture = image_to_array(events[firsts[0]].preview)
     assert picture.shape == (394, 512, 3) and picture.dtype == np.uint8
     stages = [e.stage for e in events[firsts[0] + 1:] if isinstance(e, Progress)]
     assert "synthesize" in stages  # the full-size render comes after the first picture, in the same job
     assert not any(isinstance(e, Progress) and e.preview is not None for e in quiet)
-    assert np.array_equal(from_wire(quiet[-1].layer), from_wire(events[-1].layer))  # same final layer
+    assert np.array_equal(image_to_array(quiet[-1].layer), image_to_array(events[-1].layer))  # same final layer
 
 
 def test_bench_interactive_tiny_reports_every_figure_with_its_ratio_to_the_plain_path(capsys):
@@ -306,7 +307,7 @@ def _wait_for(condition, timeout: float = 120.0) -> None:
 def test_idle_server_renders_slider_strengths_ahead_and_serves_them_exactly(engine, photo):
     ahead = PipelineEngine(engine.models)
     with Server(ahead, "tcp://127.0.0.1:0") as srv, Client(srv.endpoint) as client:
-        job = client.submit(EditRequest(source=to_wire(photo), hairstyle="bob cut", preview=False))
+        job = client.submit(EditRequest(source=array_to_image(photo), hairstyle="bob cut", preview=False))
         first = job.result(timeout=120)
         _wait_for(lambda: ahead.ahead_stats["rendered"] >= 2)  # 0.9 and 1.1 come first: the nearest
         quick = client.rerender(job, 0.9).result(timeout=120)
@@ -314,7 +315,7 @@ def test_idle_server_renders_slider_strengths_ahead_and_serves_them_exactly(engi
         photo_kept, previous = ahead._jobs[job.id][:2]
     assert first.meta["strength"] == 1.0
     exact = ahead.editor.rerender(photo_kept, previous, 0.9)
-    assert np.array_equal(from_wire(quick.layer), exact.layer)
+    assert np.array_equal(image_to_array(quick.layer), exact.layer)
 
 
 def test_renders_ahead_give_way_to_a_new_job_at_once(engine, photo, monkeypatch):
@@ -332,9 +333,9 @@ def test_renders_ahead_give_way_to_a_new_job_at_once(engine, photo, monkeypatch)
 
     monkeypatch.setattr(ahead.editor, "rerender", endless_when_ahead)
     with Server(ahead, "tcp://127.0.0.1:0") as srv, Client(srv.endpoint) as client:
-        client.submit(EditRequest(source=to_wire(photo), hairstyle="bob cut", preview=False)).result(timeout=120)
+        client.submit(EditRequest(source=array_to_image(photo), hairstyle="bob cut", preview=False)).result(timeout=120)
         _wait_for(lambda: started)
-        events = list(client.submit(EditRequest(source=to_wire(photo), colour="red")).events(timeout=120))
+        events = list(client.submit(EditRequest(source=array_to_image(photo), colour="red")).events(timeout=120))
         assert isinstance(events[-1], EditResult)  # it ran: the endless render ahead gave way
         assert ahead.ahead_stats["interrupted"] >= 1 and ahead.ahead_stats["rendered"] == 0
         assert not any(isinstance(e, Progress) and e.job != events[-1].job for e in events)  # nothing leaked

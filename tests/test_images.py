@@ -10,13 +10,13 @@ from PIL import Image, ImageCms, ImageOps
 from hairclip.images import (
     BadImage,
     PhotoInfo,
+    array_to_image,
     check_photo,
     composite,
-    from_wire,
+    image_to_array,
     load_image,
     read_photo,
     save_image,
-    to_wire,
     upright,
 )
 
@@ -67,9 +67,9 @@ def test_composite_reproduces_the_photo_where_alpha_is_zero():
 @pytest.mark.parametrize("depth", ["u8", "u16", "f32"])
 def test_wire_images_round_trip(channels, depth):
     a = np.random.default_rng(2).integers(0, 255, (3, 5, len(channels)), dtype=np.uint8)
-    image = to_wire(a, channels, depth)
+    image = array_to_image(a, channels, depth)
     assert (image.width, image.height, image.channels, image.depth) == (5, 3, channels, depth)
-    back = from_wire(image)
+    back = image_to_array(image)
     scale = {"u8": 1, "u16": 257, "f32": 1 / 255}[depth]
     assert np.allclose(back, a.astype(np.float64) * scale, atol=1e-6)
 

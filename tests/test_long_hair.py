@@ -16,7 +16,7 @@ from hairclip.color import masked_mean, rgb_to_lab
 from hairclip.images import composite
 from hairclip.pipeline import longhair, parse
 from hairclip.pipeline.composite import compose_one, warp_face_warm
-from hairclip.pipeline.conditions import Conditions, match_hair_color
+from hairclip.pipeline.conditions import Conditions, match_hair_colour
 from hairclip.pipeline.editor import EditOptions, HairEditor
 from hairclip.pipeline.faces import KnownFaces
 from hairclip.pipeline.models import Models
@@ -97,7 +97,7 @@ def test_crop_only_is_the_plain_crop_edit(editor, monkeypatch):
     pieces = []
     for f in crop.faces:  # the compositing recipe of a crop edit, from the faces' own synthesis and mask
         _, recolour = parse.hair_and_weight(editor.models.parser, f.edited[None])
-        shown = match_hair_color(f.edited[None], recolour[:, None], f.state.rgb)
+        shown = match_hair_colour(f.edited[None], recolour[:, None], f.state.rgb)
         pieces.append(warp_face_warm((shown[0] + 1) / 2, f.mask, f.state.warp))  # the cached photo's warp
     assert len(pieces) == 1 and np.array_equal(crop.layer, compose_one(photo, *pieces[0]))
 
@@ -196,7 +196,7 @@ def test_whole_hair_travels_in_the_protocol_only_when_set():
 
 def test_the_server_carries_whole_hair_and_reports_the_hair_outside_the_crop(editor):
     from hairclip.engine import PipelineEngine
-    from hairclip.images import from_wire, to_wire
+    from hairclip.images import array_to_image, image_to_array
     from hairclip.server import Server
     from hairclip_shared.client import Client
     from hairclip_shared.protocol import EditRequest
@@ -205,10 +205,10 @@ def test_the_server_carries_whole_hair_and_reports_the_hair_outside_the_crop(edi
     editor.models.detector = KnownFaces(faces)
     with Server(PipelineEngine(editor.models), "tcp://127.0.0.1:0") as server, Client(server.endpoint) as client:
         for whole in (False, None):  # None: left out of the request, the default (on for a colour-only edit)
-            remote = client.submit(EditRequest(to_wire(photo), rgb=TARGET, whole_hair=whole,
+            remote = client.submit(EditRequest(array_to_image(photo), rgb=TARGET, whole_hair=whole,
                                                preview=False)).result(timeout=300)
             local = editor.edit(photo, Conditions(rgb=TARGET), EditOptions(whole_hair=whole))
-            assert np.array_equal(from_wire(remote.layer), local.layer)
+            assert np.array_equal(image_to_array(remote.layer), local.layer)
             assert remote.meta["whole_hair"] is (whole is None)
             assert remote.meta["hair_outside_crop"] == pytest.approx(local.hair_outside_crop, abs=1e-4)
             assert remote.meta["hair_outside_crop"] > 0.5
@@ -216,7 +216,7 @@ def test_the_server_carries_whole_hair_and_reports_the_hair_outside_the_crop(edi
 
 def test_the_server_sends_the_hair_left_outside_the_crop_only_when_it_is_left(editor):
     from hairclip.engine import PipelineEngine
-    from hairclip.images import to_wire
+    from hairclip.images import array_to_image
     from hairclip.server import Server
     from hairclip_shared.client import Client
     from hairclip_shared.protocol import EditRequest
@@ -224,10 +224,11 @@ def test_the_server_sends_the_hair_left_outside_the_crop_only_when_it_is_left(ed
     photo, _, faces = portrait(260, 520, [(130, 110, 95, 510)])
     editor.models.detector = KnownFaces(faces)
     with Server(PipelineEngine(editor.models), "tcp://127.0.0.1:0") as server, Client(server.endpoint) as client:
-        remote = client.submit(EditRequest(to_wire(photo), hairstyle="bob cut", preview=False)).result(timeout=300)
+        request = EditRequest(array_to_image(photo), hairstyle="bob cut", preview=False)
+        remote = client.submit(request).result(timeout=300)
         local = editor.edit(photo, Conditions(hairstyle="bob cut")).hair_outside_mask()
         m = remote.hair_outside
         assert (m.width, m.height, m.channels, m.depth) == (260, 520, "A", "u8")
         assert m.tobytes() == local.tobytes()
-        colour = client.submit(EditRequest(to_wire(photo), rgb=TARGET, preview=False)).result(timeout=300)
+        colour = client.submit(EditRequest(array_to_image(photo), rgb=TARGET, preview=False)).result(timeout=300)
         assert colour.hair_outside is None and colour.aligned == []

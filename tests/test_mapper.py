@@ -68,12 +68,12 @@ def test_prompts_follow_the_training_templates():
     assert len(M.HAIRSTYLES) == 44 and len(set(M.HAIRSTYLES)) == 44
     assert [M.hairstyle_prompt(n) for n in M.HAIRSTYLES] == lines
     assert "short hair" in M.HAIRSTYLES and M.hairstyle_prompt("short hair") == "short hair hairstyle"
-    assert M.hairstyle_prompt("afro") == "afro hairstyle" and M.color_prompt("purple") == "purple hair"
-    assert len(M.COLORS) == 12 and {"blond", "gray", "pink"} <= set(M.COLORS)
+    assert M.hairstyle_prompt("afro") == "afro hairstyle" and M.colour_prompt("purple") == "purple hair"
+    assert len(M.COLOURS) == 12 and {"blond", "gray", "pink"} <= set(M.COLOURS)
 
 
 def test_tokens_match_the_official_ids():
-    tokens = M.tokenize([M.hairstyle_prompt("afro"), M.color_prompt("purple")])
+    tokens = M.tokenize([M.hairstyle_prompt("afro"), M.colour_prompt("purple")])
     assert tokens.shape == (2, 77) and tokens.dtype == torch.int64
     assert tokens[0, :5].tolist() == [49406, 21795, 22324, 49407, 0]
     assert tokens[1, :5].tolist() == [49406, 5496, 2225, 49407, 0]

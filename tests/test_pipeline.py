@@ -67,7 +67,7 @@ def assert_untouched_outside_mask(photo: np.ndarray, layer: np.ndarray) -> None:
 
 def test_text_edit_gives_a_layer_the_size_of_the_photo(editor, photo):
     before = photo.copy()
-    result = editor.edit(photo, Conditions(hairstyle="bob cut", color="purple"))
+    result = editor.edit(photo, Conditions(hairstyle="bob cut", colour="purple"))
     assert np.array_equal(photo, before)  # the source is never modified
     assert_untouched_outside_mask(photo, result.layer)
     assert result.layer[..., 3].max() > 0
@@ -79,7 +79,7 @@ def test_reference_only_and_cross_modal_edits(editor, photo):
     other = np.ascontiguousarray(photo[::-1, ::-1])  # not a reference another test needs uncached
     enc = editor.conditions
     for cond, style, color in ((Conditions(hairstyle_ref=ref), enc.reference(ref, "hairstyle"), None),
-                               (Conditions(hairstyle="afro", color_ref=ref), enc.text(hairstyle_text("afro")),
+                               (Conditions(hairstyle="afro", colour_ref=ref), enc.text(hairstyle_text("afro")),
                                 enc.reference(ref, "colour"))):
         result = editor.edit(photo, cond)
         assert_untouched_outside_mask(photo, result.layer)
@@ -88,7 +88,7 @@ def test_reference_only_and_cross_modal_edits(editor, photo):
         assert torch.equal(state.offset, edit_offset(editor.models.mapper, state.w, style, color))
         assert not torch.equal(enc.reference(ref, "hairstyle"), enc.reference(other, "hairstyle"))
         swapped = Conditions(hairstyle_ref=other) if cond.hairstyle_ref is not None else \
-            Conditions(hairstyle="afro", color_ref=other)
+            Conditions(hairstyle="afro", colour_ref=other)
         assert not torch.equal(editor.edit(photo, swapped).faces[0].state.offset, state.offset)
 
 
@@ -132,12 +132,12 @@ def test_several_faces_and_a_selection(editor):
     faces = [face_at(200, 200, 260), face_at(650, 200, 260)]
     old = use_detector(editor, KnownFaces(faces))
     try:
-        both = editor.edit(photo, Conditions(color="red"))
+        both = editor.edit(photo, Conditions(colour="red"))
         assert len(both.faces) == 2
-        right = editor.edit(photo, Conditions(color="red"), EditOptions(selection=(450, 0, 450, 400)))
+        right = editor.edit(photo, Conditions(colour="red"), EditOptions(selection=(450, 0, 450, 400)))
         assert [f.state.index for f in right.faces] == [1]
         assert right.layer[:, :400, 3].max() == 0
-        largest = editor.edit(photo, Conditions(color="red"), EditOptions(faces=0))
+        largest = editor.edit(photo, Conditions(colour="red"), EditOptions(faces=0))
         assert [f.state.index for f in largest.faces] == [0]
     finally:
         use_detector(editor, old)
@@ -180,7 +180,7 @@ def test_bad_inputs_are_refused_clearly(editor, photo):
     with pytest.raises(PromptTooLong, match="77 tokens"):
         editor.edit(photo, Conditions(hairstyle="very " * 80 + "long"))
     with pytest.raises(ConflictingConditions):
-        Conditions(color="red", rgb=(1, 2, 3))
+        Conditions(colour="red", rgb=(1, 2, 3))
     with pytest.raises(ConflictingConditions, match="nothing to change"):
         Conditions()
 
@@ -209,7 +209,7 @@ def test_reference_without_face_or_hair(editor, photo):
         with torch.no_grad():
             final.bias[13] = -1e4  # a parser that never sees hair
         with pytest.raises(NoHairInReference, match="colour reference"):
-            editor.edit(photo, Conditions(color_ref=np.ascontiguousarray(photo[:, ::-1])))
+            editor.edit(photo, Conditions(colour_ref=np.ascontiguousarray(photo[:, ::-1])))
     finally:
         with torch.no_grad():
             final.bias.copy_(saved)

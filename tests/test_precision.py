@@ -17,7 +17,7 @@ from clip.model import convert_weights
 
 from hairclip.bench import _run_one, layer_difference, run_gpu_check, run_pipeline
 from hairclip.cli import main
-from hairclip.images import from_wire, save_image, to_wire
+from hairclip.images import array_to_image, image_to_array, save_image
 from hairclip.nets.mapper import tokenize
 from hairclip.pipeline.conditions import Conditions
 from hairclip.pipeline.editor import HairEditor
@@ -38,8 +38,8 @@ def _photo(h: int, w: int, seed: int) -> np.ndarray:
 
 PHOTO, REFERENCE = _photo(300, 260, 0), _photo(280, 280, 1)
 EDITS = {  # the whole edit: text, reference images, RGB
-    "text": dict(hairstyle="afro", color="purple"),
-    "reference": dict(hairstyle_ref=REFERENCE, color_ref=REFERENCE),
+    "text": dict(hairstyle="afro", colour="purple"),
+    "reference": dict(hairstyle_ref=REFERENCE, colour_ref=REFERENCE),
     "rgb": dict(hairstyle="bob cut", rgb="#1ec83c"),
 }
 
@@ -123,10 +123,10 @@ def test_gpu_plan_on_the_cpu_through_hairclip_serve_within_two_levels_of_fp32(fp
         with Client(line.split()[-1], timeout=10) as client:
             assert client.info.device == f"cpu; precision: {GPU_PLAN}"
             for name, kw in EDITS.items():
-                wire = {"hairstyle": kw.get("hairstyle"), "colour": kw.get("color"), "rgb": kw.get("rgb"),
-                        **{k.replace("color", "colour"): to_wire(v) for k, v in kw.items() if k.endswith("_ref")}}
-                result = client.submit(EditRequest(source=to_wire(PHOTO), **wire)).result(timeout=300)
-                assert_within_two_levels(np.array(from_wire(result.layer)), fp32_layers[name], name)
+                wire = {"hairstyle": kw.get("hairstyle"), "colour": kw.get("colour"), "rgb": kw.get("rgb"),
+                        **{k: array_to_image(v) for k, v in kw.items() if k.endswith("_ref")}}
+                result = client.submit(EditRequest(source=array_to_image(PHOTO), **wire)).result(timeout=300)
+                assert_within_two_levels(np.array(image_to_array(result.layer)), fp32_layers[name], name)
     finally:
         proc.kill()
         proc.wait(10)

@@ -24,7 +24,7 @@ from PIL import Image
 from hairclip.checkpoints import load_hairclip
 from hairclip.nets.e4e import Encoder4Editing
 from hairclip.nets.irse import Backbone
-from hairclip.nets.mapper import COLORS, HAIRSTYLE_PROMPTS, TINY_CLIP, HairMapper, build_clip, tokenize
+from hairclip.nets.mapper import COLOURS, HAIRSTYLE_PROMPTS, TINY_CLIP, HairMapper, build_clip, tokenize
 from hairclip.nets.parsenet import UNet
 from hairclip.nets.stylegan2 import Generator
 from hairclip.pipeline.faces import Face, KnownFaces
@@ -81,7 +81,7 @@ def reference_folders(tmp_path: Path) -> dict[str, str]:
 def dataset(n: int = 8, seed: int = 0, **refs) -> D.LatentsDataset:
     sampler = D.EditSampler(hairstyle_references=D.list_images(refs.get("hairstyle_ref_img_train_path")),
                             color_references=D.list_images(refs.get("color_ref_img_train_path")),
-                            color_in_domain=D.in_domain_references(refs.get("color_ref_img_in_domain_path"), COLORS))
+                            color_in_domain=D.in_domain_references(refs.get("color_ref_img_in_domain_path"), COLOURS))
     g = torch.Generator().manual_seed(seed)
     return D.LatentsDataset(torch.randn(n, 18, 512, generator=g), sampler, image_size=SIZE)
 
@@ -95,7 +95,7 @@ def mapper_state(mapper: HairMapper) -> dict[str, torch.Tensor]:
 
 def test_defaults_are_the_official_44_hairstyles_and_12_colours(tmp_path):
     assert D.read_hairstyles() == list(HAIRSTYLE_PROMPTS) and len(HAIRSTYLE_PROMPTS) == 44
-    assert D.parse_colors() == list(COLORS) and len(COLORS) == 12
+    assert D.parse_colors() == list(COLOURS) and len(COLOURS) == 12
     (tmp_path / "styles.txt").write_text("afro hairstyle\nmullet\n\n")
     assert D.read_hairstyles(tmp_path / "styles.txt") == ["afro hairstyle", "mullet hairstyle"]
     assert D.parse_colors("purple, red ,teal") == ["purple", "red", "teal"]
@@ -104,7 +104,7 @@ def test_defaults_are_the_official_44_hairstyles_and_12_colours(tmp_path):
 def test_edits_are_drawn_with_the_official_probabilities():
     refs = [Path(f"r{i}.jpg") for i in range(3)]
     sampler = D.EditSampler(hairstyle_references=refs, color_references=refs,
-                            color_in_domain={c: refs for c in COLORS})
+                            color_in_domain={c: refs for c in COLOURS})
     rng = np.random.default_rng(0)
     edits = [sampler(rng) for _ in range(20000)]
     hs = np.array([bool(e.hairstyle_text or e.hairstyle_image) for e in edits])
@@ -121,7 +121,7 @@ def test_edits_are_drawn_with_the_official_probabilities():
     for source, p in (("text", 0.5), (D.COLOR_IN_DOMAIN, 0.25), (D.COLOR_OUT_DOMAIN, 0.25)):
         assert freq([s == source for s in sources]) == pytest.approx(p, abs=0.015)
     assert {e.hairstyle_text for e in hs_edits if e.hairstyle_text} == set(HAIRSTYLE_PROMPTS)
-    assert {e.color_text for e in col_edits if e.color_text} == {f"{c} hair" for c in COLORS}
+    assert {e.color_text for e in col_edits if e.color_text} == {f"{c} hair" for c in COLOURS}
 
 
 def test_missing_reference_folders_leave_text_and_the_official_descriptions():

@@ -13,13 +13,13 @@ its inputs are equal and every file it wrote is still there with the same bytes.
 Crash safety: each rank appends its lines, one ``write`` and an ``fsync`` per photo, to its own file in
 ``OUT/.hairclip-report.parts/``; a killed run leaves them there and the next run reads them with the last
 report. At the end rank 0 gathers the lines over the process group, writes ``OUT/hairclip-report.jsonl``
-(atomically, sorted by photo) and the part files are removed.
+(atomically, sorted by photo) and the part files are removed. The records and the report are batch_report's;
+this module runs the edits.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import queue
@@ -28,166 +28,25 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 
-from hairclip import __version__
+from hairclip.batch_report import (  # noqa: F401  (REPORT, PARTS: the tests import them from here)
+    PARTS,
+    REPORT,
+    Photo,
+    Report,
+    inputs_record,
+    model_identity,
+    plan,
+    sha256_file,
+    utc_now,
+)
 from hairclip.errors import HairclipError
 from hairclip.images import composite, read_photo, save_image
 
-REPORT = "hairclip-report.jsonl"
-PARTS = ".hairclip-report.parts"
 # What a failure to reach a server looks like: the photo goes back to the queue for the other servers.
 SERVER_LOST = ("not_running", "timeout", "auth_failed", "protocol")
-
-
-@dataclass(frozen=True)
-class Photo:
-    path: Path
-    output: Path
-
-    @property
-    def key(self) -> str:
-        return self.output.name
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def plan(inputs: list[Path], out: Path) -> list[Photo]:
-    """Every photo and its output, sorted by path: the order every rank agrees on."""
-    photos = [Photo(p, out / f"{p.stem}_hairclip{p.suffix}") for p in sorted(inputs, key=str)]
-    seen: dict[str, Path] = {}
-    for ph in photos:
-        if ph.key in seen:
-            raise HairclipError(f"{seen[ph.key]} and {ph.path} would both be written to {ph.output}; "
-                                "edit them in separate batches")
-        seen[ph.key] = ph.path
-    return photos
-
-
-def model_identity(args: argparse.Namespace) -> dict[str, str | None]:
-    """Which networks an in-process edit uses: the sha256 of each weight file (the store keeps them, so this
-    costs a stat per file), or the random tiny networks' seed."""
-    if args.random_tiny:
-        return {"random_tiny": "seed 0"}
-    from hairclip.pipeline.faces import DETECTOR_FILE, LANDMARK_FILE
-    from hairclip.pipeline.models import EDIT_WEIGHTS
-    from hairclip.weights import WeightStore
-
-    store = WeightStore(args.weights_dir) if args.weights_dir else WeightStore()
-    return {n: store.check(n).sha256 for n in (*EDIT_WEIGHTS, DETECTOR_FILE, LANDMARK_FILE)}
-
-
-def inputs_record(args: argparse.Namespace, photo_sha: str, refs_sha: dict[str, str | None],
-                  models: dict) -> dict:
-    """Everything the output's bytes depend on, in the form it is stored in the report."""
-    rec = {"photo_sha256": photo_sha, "hairstyle": args.hairstyle, "color": args.color, "rgb": args.rgb,
-           "hairstyle_ref_sha256": refs_sha["hairstyle"], "color_ref_sha256": refs_sha["color"],
-           "strength": args.strength, "faces": args.faces, "selection": args.selection, "aligned": args.aligned,
-           "layer": bool(args.layer), "save_aligned": bool(args.save_aligned), "models": models,
-           "hairclip": __version__}
-    if getattr(args, "whole_hair", None) is not None:  # --whole-hair/--crop-only; absent: the default
-        rec["whole_hair"] = args.whole_hair
-    return json.loads(json.dumps(rec))  # tuples become lists, as they come back from the file
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-# ---------------------------------------------------------------------------------------------- report
-
-
-class Report:
-    """The last records of earlier runs, and this run's lines (appended to this rank's part file)."""
-
-    def __init__(self, out: Path, run: str, rank: int):
-        self.out, self.run = out, run
-        self.parts = out / PARTS
-        self.part = self.parts / f"{run}-rank{rank:05d}.jsonl"
-        self.earlier_parts = sorted(self.parts.glob("*.jsonl")) if self.parts.is_dir() else []
-        self.previous: dict[str, dict] = {}
-        for f in [out / REPORT, *self.earlier_parts]:  # oldest first: the last record of a photo wins
-            for rec in _read_lines(f):
-                if isinstance(rec.get("output"), str):
-                    self.previous[rec["output"]] = rec
-        self.lines: list[dict] = []
-        self._lock = threading.Lock()
-
-    def add(self, rec: dict) -> None:
-        """One line, one write: a crash loses at most the photo being written, never a half line."""
-        data = (json.dumps(rec, sort_keys=True) + "\n").encode()
-        with self._lock:
-            self.parts.mkdir(exist_ok=True)
-            fd = os.open(self.part, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            try:
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            self.lines.append(rec)
-
-    def relative(self, path: Path) -> str:
-        return os.path.relpath(path, self.out)
-
-    def current(self, photo: Photo, inputs: dict) -> dict | None:
-        """The earlier record that makes this photo's edit unnecessary, if there is one."""
-        rec = self.previous.get(photo.key)
-        if not rec or rec.get("status") not in ("done", "skipped") or rec.get("inputs") != inputs:
-            return None
-        outputs = rec.get("outputs") or {}
-        if self.relative(photo.output) not in outputs:
-            return None
-        for name, digest in outputs.items():
-            f = self.out / name
-            if not f.is_file() or sha256_file(f) != digest:
-                return None
-        return rec
-
-    def write_merged(self, lines: list[dict]) -> Path:
-        """The run's report, atomically; then the parts it replaces (this run's and earlier ones) go."""
-        path = self.out / REPORT
-        tmp = path.with_name(f".{REPORT}.{self.run}.tmp")
-        with open(tmp, "w") as f:
-            for rec in sorted(lines, key=lambda r: r["photo"]):
-                f.write(json.dumps(rec, sort_keys=True) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        for p in self.earlier_parts:
-            p.unlink(missing_ok=True)
-        return path
-
-    def remove_part(self) -> None:
-        self.part.unlink(missing_ok=True)
-        try:
-            self.parts.rmdir()
-        except OSError:  # other ranks' parts are still there, or it never existed
-            pass
-
-
-def _read_lines(path: Path) -> list[dict]:
-    """Records of a report or part file; a line cut short by a crash is ignored."""
-    try:
-        text = path.read_text()
-    except OSError:
-        return []
-    out = []
-    for line in text.splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(rec, dict):
-            out.append(rec)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------- ranks
@@ -329,7 +188,7 @@ class Batch:
                message: str | None = None, host: str | None = None, boxes: list | None = None) -> dict:
         rec = {"photo": str(ph.path), "output": ph.key, "status": status, "code": code, "message": message,
                "faces": faces, "boxes": boxes, "seconds": round(time.perf_counter() - t0, 3), "device": device,
-               "host": host or self.host, "rank": self.ranks.rank, "run": self.report.run, "finished": _now(),
+               "host": host or self.host, "rank": self.ranks.rank, "run": self.report.run, "finished": utc_now(),
                "inputs": inputs, "outputs": outputs}
         self.report.add(rec)
         with self._lock:

@@ -88,9 +88,9 @@ class InProcess:
         from hairclip.pipeline.synthesize import to_uint8
 
         aligned = aligned_roles(args)
-        cond = Conditions(hairstyle=args.hairstyle, color=args.color, rgb=args.rgb,
-                          hairstyle_ref=refs["hairstyle"], color_ref=refs["color"],
-                          hairstyle_ref_aligned="hairstyle_ref" in aligned, color_ref_aligned="colour_ref" in aligned)
+        cond = Conditions(hairstyle=args.hairstyle, colour=args.colour, rgb=args.rgb,
+                          hairstyle_ref=refs["hairstyle"], colour_ref=refs["colour"],
+                          hairstyle_ref_aligned="hairstyle_ref" in aligned, colour_ref_aligned="colour_ref" in aligned)
         opts = EditOptions(strength=args.strength, faces=args.faces, selection=args.selection,
                            aligned="source" in aligned, return_aligned=bool(args.save_aligned),
                            whole_hair=getattr(args, "whole_hair", None))
@@ -120,32 +120,32 @@ class OnServer:
         self.device = self.info.device
 
     def run(self, photo: np.ndarray, args: argparse.Namespace, refs: dict[str, np.ndarray | None]) -> Outcome:
-        from hairclip.images import from_wire, to_wire
+        from hairclip.images import array_to_image, image_to_array
         from hairclip_shared.protocol import EditRequest
 
         req = EditRequest(
-            source=to_wire(photo), hairstyle=args.hairstyle, colour=args.color, rgb=args.rgb,
-            hairstyle_ref=to_wire(refs["hairstyle"]) if refs["hairstyle"] is not None else None,
-            colour_ref=to_wire(refs["color"]) if refs["color"] is not None else None,
+            source=array_to_image(photo), hairstyle=args.hairstyle, colour=args.colour, rgb=args.rgb,
+            hairstyle_ref=array_to_image(refs["hairstyle"]) if refs["hairstyle"] is not None else None,
+            colour_ref=array_to_image(refs["colour"]) if refs["colour"] is not None else None,
             strength=args.strength, faces=args.faces, selection=args.selection,
             return_aligned=bool(args.save_aligned), preview=False, whole_hair=getattr(args, "whole_hair", None),
             aligned=tuple(r for r in aligned_roles(args) if r == "source" or refs[_REF_ROLES[r]] is not None))
         job = self.client.submit(req)
         result = job.result(timeout=args.job_timeout)
-        layer = np.array(from_wire(result.layer))
+        layer = np.array(image_to_array(result.layer))
         aligned = []
         if args.save_aligned:  # four images per face, in the order the server's meta names
             order = result.meta.get("aligned_order", [])
             per_face = len(result.aligned) // max(len(result.faces), 1)
             for i in range(len(result.faces)):
                 images = result.aligned[i * per_face:(i + 1) * per_face]
-                aligned.append({name: np.array(from_wire(im)) for name, im in zip(order, images, strict=False)})
+                aligned.append({name: np.array(image_to_array(im)) for name, im in zip(order, images, strict=False)})
         outside = result.meta.get("hair_outside_crop")  # absent from servers older than the field
         return Outcome(layer, [tuple(f.bbox) for f in result.faces], result.timings, aligned,
                        list(result.meta.get("detectors", [])), outside, bool(result.meta.get("whole_hair")))
 
 
-_REF_ROLES = {"hairstyle_ref": "hairstyle", "colour_ref": "color"}
+_REF_ROLES = {"hairstyle_ref": "hairstyle", "colour_ref": "colour"}
 
 
 def aligned_roles(args: argparse.Namespace) -> set[str]:
@@ -155,7 +155,7 @@ def aligned_roles(args: argparse.Namespace) -> set[str]:
         roles.add("source")
     if args.aligned or args.aligned_hairstyle_ref:
         roles.add("hairstyle_ref")
-    if args.aligned or args.aligned_color_ref:
+    if args.aligned or args.aligned_colour_ref:
         roles.add("colour_ref")
     return roles
 
@@ -171,10 +171,10 @@ def _cmd_edit(args: argparse.Namespace) -> int:
     batch = len(inputs) > 1 or args.photos[0].is_dir()
     if batch and args.output.suffix:
         raise HairclipError("several photos need an output folder: -o DIR")
-    if not any([args.hairstyle, args.color, args.hairstyle_ref, args.color_ref, args.rgb]):
-        raise HairclipError("nothing to change: give --hairstyle, --color, --rgb or a reference image")
+    if not any([args.hairstyle, args.colour, args.hairstyle_ref, args.colour_ref, args.rgb]):
+        raise HairclipError("nothing to change: give --hairstyle, --colour, --rgb or a reference image")
     refs = {"hairstyle": load_image(args.hairstyle_ref) if args.hairstyle_ref else None,
-            "color": load_image(args.color_ref) if args.color_ref else None}
+            "colour": load_image(args.colour_ref) if args.colour_ref else None}
     if batch:  # sharded under torchrun, spread over --server's, resumable, reported: hairclip.batch
         from hairclip.batch import run_batch
 
@@ -217,15 +217,15 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         "edit", help="edit the hair in photos",
         description="Edit the hair of the faces in a photo (or every photo of a folder) and write the result. "
                     "The output format follows the extension of -o.",
-        epilog="examples:\n  hairclip edit me.jpg -o me_bob.png --hairstyle 'bob cut' --color purple\n"
+        epilog="examples:\n  hairclip edit me.jpg -o me_bob.png --hairstyle 'bob cut' --colour purple\n"
                "  hairclip edit photos/ -o out/ --hairstyle-ref star.jpg --server tcp://127.0.0.1:5570",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("photos", nargs="+", type=Path, help="photos or folders of photos")
     p.add_argument("-o", "--output", type=Path, required=True, help="output file, or folder for several photos")
     p.add_argument("--hairstyle", help="hairstyle text, e.g. 'bob cut' (the prompt becomes 'bob cut hairstyle')")
-    p.add_argument("--color", "--colour", dest="color", help="colour text, e.g. 'purple' ('purple hair')")
+    p.add_argument("--colour", "--color", dest="colour", help="colour text, e.g. 'purple' ('purple hair')")
     p.add_argument("--hairstyle-ref", type=Path, help="photo whose hairstyle to copy")
-    p.add_argument("--color-ref", "--colour-ref", dest="color_ref", type=Path, help="photo whose hair colour to copy")
+    p.add_argument("--colour-ref", "--color-ref", dest="colour_ref", type=Path, help="photo whose hair colour to copy")
     p.add_argument("--rgb", help="hair colour as #RRGGBB")
     p.add_argument("--strength", type=float, default=1.0,
                    help="0 = no change, 1 = the official edit (default), up to 2 for a stronger one")
@@ -237,7 +237,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--aligned-photo", action="store_true", help="only the photo is an aligned face crop")
     p.add_argument("--aligned-hairstyle-ref", action="store_true",
                    help="only the hairstyle reference is an aligned face crop")
-    p.add_argument("--aligned-color-ref", "--aligned-colour-ref", dest="aligned_color_ref", action="store_true",
+    p.add_argument("--aligned-colour-ref", "--aligned-color-ref", dest="aligned_colour_ref", action="store_true",
                    help="only the colour reference is an aligned face crop")
     whole = p.add_mutually_exclusive_group()
     whole.add_argument("--whole-hair", dest="whole_hair", action="store_true", default=None,

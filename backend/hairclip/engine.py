@@ -14,8 +14,8 @@ import torch
 
 from hairclip.engine_api import EngineInfo
 from hairclip.errors import HairclipError
-from hairclip.images import convert_depth, from_wire, to_wire
-from hairclip.nets.mapper import COLORS, HAIRSTYLES
+from hairclip.images import array_to_image, convert_depth, image_to_array
+from hairclip.nets.mapper import COLOURS, HAIRSTYLES
 from hairclip.pipeline.conditions import Conditions
 from hairclip.pipeline.editor import EditOptions, EditResult, HairEditor
 from hairclip.pipeline.models import Models, detector_name
@@ -43,26 +43,27 @@ class PipelineEngine:
     def info(self) -> EngineInfo:
         models = {k: "loaded" for k in self.models.names}
         models["detector"] = detector_name(self.models.detector)  # e.g. "dlib, then fan"
-        return EngineInfo(device=self._device, models=models, hairstyles=list(HAIRSTYLES), colours=list(COLORS),
+        return EngineInfo(device=self._device, models=models, hairstyles=list(HAIRSTYLES), colours=list(COLOURS),
                           weights=self.models.weights)
 
     def edit(self, request, ctx) -> WireResult:
-        photo = from_wire(request.source)
+        photo = image_to_array(request.source)
         conditions = Conditions(
-            hairstyle=request.hairstyle, color=request.colour, rgb=request.rgb,
-            hairstyle_ref=_rgb(request.hairstyle_ref), color_ref=_rgb(request.colour_ref),
-            hairstyle_ref_aligned="hairstyle_ref" in request.aligned, color_ref_aligned="colour_ref" in request.aligned)
+            hairstyle=request.hairstyle, colour=request.colour, rgb=request.rgb,
+            hairstyle_ref=_rgb(request.hairstyle_ref), colour_ref=_rgb(request.colour_ref),
+            hairstyle_ref_aligned="hairstyle_ref" in request.aligned,
+            colour_ref_aligned="colour_ref" in request.aligned)
         selection = request.selection
         if isinstance(selection, Rect):
             selection = (selection.x, selection.y, selection.w, selection.h)
         elif isinstance(selection, Image):
-            selection = from_wire(selection) > 0
+            selection = image_to_array(selection) > 0
         options = EditOptions(strength=request.strength, faces=request.faces, selection=selection,
                               aligned="source" in request.aligned, return_aligned=request.return_aligned,
                               whole_hair=request.whole_hair)
 
         def first_picture(image: np.ndarray) -> None:  # streamed as a progress preview before the final layer
-            ctx.progress("first_picture", 1.0, preview=to_wire(image))
+            ctx.progress("first_picture", 1.0, preview=array_to_image(image))
 
         result = self.editor.edit(photo, conditions, options, progress=ctx.progress,
                                   first_picture=first_picture if request.preview else None)
@@ -138,18 +139,18 @@ class PipelineEngine:
         extra = []
         if aligned:
             for f in result.faces:
-                extra += [to_wire(to_uint8(f.edited)), to_wire(f.state.aligned.image1024),
-                          to_wire((f.mask.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy(), "A")]
+                extra += [array_to_image(to_uint8(f.edited)), array_to_image(f.state.aligned.image1024),
+                          array_to_image((f.mask.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy(), "A")]
                 if f.inversion is not None:
-                    extra.append(to_wire(to_uint8(f.inversion)))
-        layer = to_wire(convert_depth(result.layer, depth), channels, depth)
+                    extra.append(array_to_image(to_uint8(f.inversion)))
+        layer = array_to_image(convert_depth(result.layer, depth), channels, depth)
         meta = {"strength": result.strength, "faces_edited": len(result.faces),
                 "detectors": [f.state.source for f in result.faces],  # which detector found each face
                 "aligned_order": ["edited", "aligned", "mask", "inversion"] if aligned else [],
                 "hair_outside_crop": round(result.hair_outside_crop, 4), "whole_hair": result.whole_hair}
         outside = result.hair_outside_mask()  # sent only where the edit left hair outside the crops
         return WireResult(layer, faces, result.timings, extra, meta,
-                          hair_outside=None if outside is None else to_wire(outside, "A"))
+                          hair_outside=None if outside is None else array_to_image(outside, "A"))
 
     def close(self) -> None:
         with self._lock:
@@ -162,7 +163,7 @@ class _Interrupted(Exception):
 
 
 def _rgb(image: Image | None) -> np.ndarray | None:
-    return None if image is None else np.ascontiguousarray(from_wire(image))
+    return None if image is None else np.ascontiguousarray(image_to_array(image))
 
 
 def _describe(device: torch.device) -> str:

@@ -230,7 +230,7 @@ def composite(photo: np.ndarray, layer: np.ndarray) -> np.ndarray:
 _NUMPY_DEPTH = {"u8": np.dtype("<u1"), "u16": np.dtype("<u2"), "f32": np.dtype("<f4")}
 
 
-def from_wire(image) -> np.ndarray:
+def image_to_array(image) -> np.ndarray:
     """A protocol `Image` as an [H,W,C] array in RGB(A) order (or [H,W] for an 'A' mask), zero-copy."""
     a = np.frombuffer(image.data, dtype=_NUMPY_DEPTH[image.depth])
     a = a.reshape(image.height, image.width, len(image.channels))
@@ -239,7 +239,7 @@ def from_wire(image) -> np.ndarray:
     return a[..., 0] if image.channels == "A" else a
 
 
-def to_wire(array: np.ndarray, channels: str | None = None, depth: str | None = None):
+def array_to_image(array: np.ndarray, channels: str | None = None, depth: str | None = None):
     """An [H,W,C] array as a protocol `Image` (RGB, RGBA, BGR or BGRA; u8, u16 or f32)."""
     from hairclip_shared.protocol import Image
 

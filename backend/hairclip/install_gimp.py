@@ -4,7 +4,7 @@ GIMP runs a Python plug-in in its own interpreter: Linux distributions' GIMP use
 (Debian's may already have python3-zmq), the Windows and macOS bundles and the Flatpak their own. So the
 installer asks that very interpreter what it is and what it has, and vendors pyzmq and msgpack wheels
 for exactly its version and platform only when it lacks them. The copying and the wheel download are
-install_plugin's, shared with the Krita installer.
+install_common's, shared with the Krita installer.
 
 Which interpreter, the way GIMP picks it: an ``interpreters/*.interp`` file of GIMP's that maps ``python3``
 to a program wins (the Windows and macOS bundles ship ``pygimp.interp``). Without one (Debian's GIMP 3
@@ -36,7 +36,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from hairclip.install_plugin import (
+from hairclip.install_common import (
     DEPENDENCIES,
     PLUGIN_NAME,
     InstallError,
@@ -211,8 +211,10 @@ def copy_plugin(folder: Path, keep_vendor: Path | None = None) -> Path:
     return folder
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The GIMP target's own options, after install_plugin's --dest."""
+def register(editors: argparse._SubParsersAction) -> None:
+    """Add `install-plugin gimp` and its options."""
+    p = editors.add_parser("gimp", help="the GIMP 3 plug-in")
+    p.add_argument("--dest", type=Path, default=None, help="GIMP's plug-ins folder (default: this user's)")
     p.add_argument("--deps", choices=("auto", "wheels", "none"), default="auto",
                    help="pyzmq and msgpack for GIMP's Python: auto (ask it, and fetch wheels only for what it "
                         "lacks), wheels (always fetch), none")
@@ -223,6 +225,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="GIMP's Python version, for fetching wheels without running it")
     p.add_argument("--platform", action="append", default=None,
                    help="pip platform tag for the wheels (repeatable; default: GIMP's Python's, or this machine's)")
+    p.set_defaults(func=lambda args: int(install(args) or 0))  # looked up when run, so a test can replace it
 
 
 def plan_deps(args: argparse.Namespace, dest: Path) -> tuple[list[str], str | None, list[str], str]:

@@ -28,8 +28,11 @@ Role = Literal["generator", "e4e", "parser", "facenet"]
 
 @dataclass(frozen=True)
 class PrecisionPlan:
-    """The dtypes of one configuration. ``clip``: fp32; fp16 (the official `convert_weights`); or fp16-values
-    (those fp16-rounded values kept in fp32 storage, for training, where autocast picks the compute dtype)."""
+    """The dtype each network runs in, for one configuration.
+
+    ``clip``: fp32; fp16 (the official `convert_weights`); or fp16-values (those fp16-rounded values kept in
+    fp32 storage, for training, where autocast picks the compute dtype).
+    """
 
     name: str
     clip: ClipMode

@@ -144,6 +144,8 @@ def add_arguments(procedure: Gimp.Procedure) -> None:
 
 
 class HairClip(Gimp.PlugIn):
+    """The GIMP plug-in: registers the Filters > HairCLIP... procedure, which edits the chosen layer."""
+
     def do_set_i18n(self, name: str) -> bool:
         return False
 

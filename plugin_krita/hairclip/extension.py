@@ -9,6 +9,8 @@ MENU = "filter"  # Krita's Filter menu (its name in Krita's menu definitions)
 
 
 class HairclipExtension(Extension):
+    """The Krita extension: adds the Filters > HairCLIP... action and opens the dialog from it."""
+
     def __init__(self, parent):
         super().__init__(parent)
         self.dialog = None

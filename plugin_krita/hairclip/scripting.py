@@ -30,7 +30,8 @@ from collections.abc import Callable
 
 from krita import Krita
 
-from hairclip_shared.editing import WHOLE_HAIR_MODES, EditSettings
+from hairclip_shared.conditions import condition_conflict
+from hairclip_shared.editing import FACE_MODES, WHOLE_HAIR_MODES, EditSettings
 from hairclip_shared.protocol import BadRequest, Cancelled, Timeout
 
 from . import kritadoc
@@ -57,12 +58,12 @@ def _whole_hair(value: str | bool | None) -> str:
 
 def _settings(hairstyle, colour, rgb, hairstyle_ref, colour_ref, strength, faces, endpoint,
               whole_hair=None) -> EditSettings:
-    if sum(x is not None for x in (colour, rgb, colour_ref)) > 1:
-        raise BadRequest("Give the hair colour as text, as RGB or as a reference layer: only one of them.")
-    if hairstyle is not None and hairstyle_ref is not None:
-        raise BadRequest("Give the hairstyle as text or as a reference layer, not both.")
-    if faces not in ("all", "selection"):
-        raise BadRequest("faces must be 'all' or 'selection'.")
+    conflict = condition_conflict(hairstyle is not None, hairstyle_ref is not None, colour is not None,
+                                  colour_ref is not None, rgb is not None, reference="reference layer")
+    if conflict:
+        raise BadRequest(conflict)
+    if faces not in FACE_MODES:
+        raise BadRequest(f"faces must be {' or '.join(map(repr, FACE_MODES))}.")
     if isinstance(rgb, (tuple, list)):
         rgb = "#{:02x}{:02x}{:02x}".format(*rgb)
     saved = SettingsStore(Krita.instance()).load()

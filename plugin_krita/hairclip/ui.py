@@ -51,6 +51,8 @@ def _select_data(box: W.QComboBox, data) -> None:
 
 
 class EditDialog(W.QDialog):
+    """The HairCLIP dialog: widgets only, a view of the EditModel that holds its state."""
+
     def __init__(self, model: EditModel, parent=None):
         super().__init__(parent)
         self.model = model

@@ -130,7 +130,7 @@ def reference_is_aligned(mode: str, width: int, height: int) -> bool:
 
 @dataclass(frozen=True)
 class EditSettings:
-    """The dialog's inputs. Reference layers are editor ids (Krita uniqueId strings, GIMP item ids)."""
+    """The dialog's inputs, with reference layers as editor ids (Krita uniqueId strings, GIMP item ids)."""
 
     endpoint: str = DEFAULT_ENDPOINT
     hairstyle_mode: str = "text"

@@ -62,34 +62,50 @@ class HairclipError(Exception):
 
 
 class ServerNotRunning(HairclipError):
+    """No server answers at the endpoint."""
+
     code = "not_running"
 
 
 class AuthFailed(HairclipError):
+    """The CURVE handshake between the client and the server failed."""
+
     code = "auth_failed"
 
 
 class Timeout(HairclipError, TimeoutError):
+    """An answer did not come in time."""
+
     code = "timeout"
 
 
 class Busy(HairclipError):
+    """The server has too many jobs waiting; try again later."""
+
     code = "busy"
 
 
 class BadRequest(HairclipError):
+    """The request cannot be edited as it is; the message says what to change."""
+
     code = "bad_request"
 
 
 class Cancelled(HairclipError):
+    """The job was cancelled, or its lease expired."""
+
     code = "cancelled"
 
 
 class JobFailed(HairclipError):
+    """The edit itself failed on the server."""
+
     code = "job_failed"
 
 
 class ProtocolError(HairclipError):
+    """A message does not follow the protocol (or another version of it)."""
+
     code = "protocol"
 
 
@@ -350,6 +366,8 @@ def pack_images(images: dict[str, Image]) -> tuple[list[dict], list]:
 
 @dataclass(frozen=True)
 class Rect:
+    """A rectangle in source pixels: x, y, width, height."""
+
     x: int
     y: int
     w: int
@@ -399,7 +417,7 @@ def _text(value: str | None, what: str) -> str | None:
 
 @dataclass(frozen=True)
 class EditRequest:
-    """One edit of one layer. The same class is built by a plug-in and handed to the engine.
+    """One edit of one layer: built by a plug-in, sent over the wire and handed as it is to the engine.
 
     hairstyle/hairstyle_ref and colour/colour_ref/rgb are alternatives; at least one condition is needed.
     `selection` limits the edit to a rectangle or to an 'A' mask the size of the source.
@@ -556,6 +574,8 @@ class RerenderRequest:
 
 @dataclass(frozen=True)
 class Accepted:
+    """The server took a job: its id, its place in the queue and its state."""
+
     job: str
     position: int  # jobs ahead of this one; 0 = running or next
     state: str  # queued | running | done
@@ -563,6 +583,8 @@ class Accepted:
 
 @dataclass(frozen=True)
 class Progress:
+    """How far a job is: its stage, the stage's fraction, and maybe a preview picture."""
+
     job: str
     stage: str
     fraction: float
@@ -571,6 +593,8 @@ class Progress:
 
 @dataclass(frozen=True)
 class Face:
+    """One face the server found: its box in source pixels and whether it was edited."""
+
     bbox: tuple[int, int, int, int]  # x, y, w, h in source pixels
     edited: bool
 

@@ -1,5 +1,5 @@
 """Face Alignment Network (2D-FAN, Bulat & Tzimiropoulos 2017) with the state-dict layout of
-face-alignment's published ``2DFAN4-11f355bf06.pth.tar``. Heatmap decoding lives in ``hairclip.pipeline.faces``."""
+face-alignment's published ``2DFAN4-11f355bf06.pth.tar``. Heatmap decoding lives in ``hairclip.pipeline.face_fan``."""
 
 from __future__ import annotations
 
@@ -30,8 +30,11 @@ class ConvBlock(nn.Module):
 
 
 class HourGlass(nn.Module):
-    """At each of ``depth`` levels: a full-resolution branch b1, and b2 at half resolution, the next level
-    (or b2_plus at the bottom), b3, upsampled x2 and added. Module names are the weight file's."""
+    """One FAN hourglass: ``depth`` levels, each adding a full-resolution branch to an upsampled half-resolution one.
+
+    At each level: a full-resolution branch b1, and b2 at half resolution, the next level (or b2_plus at the
+    bottom), b3, upsampled x2 and added. Module names are the weight file's.
+    """
 
     def __init__(self, depth: int, ch: int):
         super().__init__()
@@ -54,8 +57,11 @@ class HourGlass(nn.Module):
 
 
 class FAN(nn.Module):
-    """Face Alignment Network (Bulat & Tzimiropoulos 2017): a stem to 64x64x256, then ``stacks`` hourglasses,
-    each predicting 68 heatmaps that (except the last) are fed back into the next one. 2D-FAN-4 has 4."""
+    """Face Alignment Network (Bulat & Tzimiropoulos 2017): 68 landmark heatmaps from a 256 px face crop.
+
+    A stem to 64x64x256, then ``stacks`` hourglasses, each predicting 68 heatmaps that (except the last) are fed
+    back into the next one. 2D-FAN-4 has 4.
+    """
 
     def __init__(self, stacks: int = 4):
         super().__init__()

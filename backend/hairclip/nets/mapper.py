@@ -27,7 +27,7 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 EDIT_SCALE = 0.1  # w_hat = w + EDIT_SCALE * mapper(w, ...), as in training and inference
 
 # The 12 colours of the training set.
-COLORS = ("purple", "red", "orange", "yellow", "green", "blue", "gray", "brown", "black", "white", "blond", "pink")
+COLOURS = ("purple", "red", "orange", "yellow", "green", "blue", "gray", "brown", "black", "white", "blond", "pink")
 _SUFFIX = " hairstyle"
 HAIRSTYLE_PROMPTS: tuple[str, ...] = tuple(
     importlib.resources.files("hairclip").joinpath("data/hairstyles.txt").read_text().splitlines()
@@ -48,7 +48,7 @@ def hairstyle_prompt(name: str) -> str:
     return f"{name}{_SUFFIX}"
 
 
-def color_prompt(name: str) -> str:
+def colour_prompt(name: str) -> str:
     """The training template: ``"<colour> hair"``."""
     return f"{name} hair"
 
@@ -129,8 +129,11 @@ class SubHairMapper(nn.Module):
 
 
 class HairMapper(nn.Module):
-    """HairCLIP's mapper. ``forward`` keeps the official signature; ``encode_*`` and ``edit_offset`` let a
-    caller cache the (frozen) CLIP embeddings of a prompt or reference across edits."""
+    """HairCLIP's mapper: the W+ offset that gives a latent the hairstyle and colour of its conditions.
+
+    ``forward`` keeps the official signature; ``encode_*`` and ``edit_offset`` let a caller cache the (frozen)
+    CLIP embeddings of a prompt or reference across edits.
+    """
 
     def __init__(self, clip_model: CLIP, use_coarse: bool = True, use_medium: bool = True, use_fine: bool = True):
         super().__init__()
@@ -156,17 +159,17 @@ class HairMapper(nn.Module):
         return self.clip_model.encode_image((x - mean) / std).float()
 
     def edit_offset(self, w: torch.Tensor, hairstyle_emb: torch.Tensor | None = None,
-                    color_emb: torch.Tensor | None = None) -> torch.Tensor:
+                    colour_emb: torch.Tensor | None = None) -> torch.Tensor:
         """The ``[B, 18, 512]`` offset for W+ ``w``; an embedding is ``[B or 1, 512]``, or None when absent."""
         def condition(emb: torch.Tensor | None) -> torch.Tensor | None:
             # Same for all layers of a slice, so it broadcasts over the layer axis instead of being repeated.
             return None if emb is None else emb.to(w.dtype).unsqueeze(1)
 
-        hairstyle, color = condition(hairstyle_emb), condition(color_emb)
+        hairstyle, colour = condition(hairstyle_emb), condition(colour_emb)
         parts = []
         for mapper, layers, emb in ((self.course_mapping, slice(0, 4), hairstyle),
                                     (self.medium_mapping, slice(4, 8), hairstyle),
-                                    (self.fine_mapping, slice(8, None), color)):
+                                    (self.fine_mapping, slice(8, None), colour)):
             x = w[:, layers]
             parts.append(torch.zeros_like(x) if mapper is None else mapper(x, emb))
         return torch.cat(parts, dim=1)

@@ -1,5 +1,5 @@
 """S3FD face detector (Zhang et al. 2017) with the state-dict layout of face-alignment's published
-``s3fd-619a316812.pth``. Box decoding and NMS live in ``hairclip.pipeline.faces``."""
+``s3fd-619a316812.pth``. Box decoding and NMS live in ``hairclip.pipeline.face_fan``."""
 
 from __future__ import annotations
 

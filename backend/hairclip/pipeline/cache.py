@@ -24,6 +24,8 @@ def content_key(*arrays: np.ndarray) -> str:
 
 
 class LRUCache(Generic[V]):
+    """A thread-safe least-recently-used cache that computes a missing value once."""
+
     def __init__(self, capacity: int = 32):
         self.capacity = capacity
         self.hits = 0

@@ -5,7 +5,7 @@
   kept by the parser (label 13), pooled to 224 and CLIP-encoded.
 - An RGB colour has no counterpart in HairCLIP. We recolour the photo's own hair to the target in Lab and use
   that as the colour reference, so the mapper sees the asked colour on this very hairstyle; the edited hair
-  is then shifted in Lab to the target mean (`match_hair_color`), so the result measurably reaches it.
+  is then shifted in Lab to the target mean (`match_hair_colour`), so the result measurably reaches it.
 Embeddings are cached: changing only the strength, or editing another photo with the same words, encodes
 nothing again.
 """
@@ -20,50 +20,56 @@ import torch
 
 from hairclip.color import lab_to_rgb, masked_mean, masked_std, parse_rgb, rgb_to_lab
 from hairclip.errors import HairclipError
-from hairclip.nets.mapper import HairMapper, color_prompt, hairstyle_prompt, tokenize
+from hairclip.nets.mapper import HairMapper, colour_prompt, hairstyle_prompt, tokenize
 from hairclip.nets.parsenet import UNet
 from hairclip.pipeline import parse
 from hairclip.pipeline.cache import LRUCache, content_key
+from hairclip_shared.conditions import condition_conflict
 
 MIN_REFERENCE_HAIR = 0.002  # fraction of the aligned crop; below this the parser found no hair to copy
 
 
 class PromptTooLong(HairclipError):
+    """A hairstyle or colour text is longer than CLIP's 77 tokens."""
+
     code = "prompt_too_long"
 
 
 class NoHairInReference(HairclipError):
+    """The parser found no hair to copy in a reference image (or to recolour on the face)."""
+
     code = "no_hair"
 
 
 class ConflictingConditions(HairclipError):
+    """Two conditions for one branch, or no condition at all."""
+
     code = "bad_conditions"
 
 
 @dataclass(frozen=True, eq=False)
 class Conditions:
-    """What to change. At most one condition per branch; any branch may be left empty."""
+    """What to change in the hair: at most one condition per branch, and any branch may be left empty."""
 
     hairstyle: str | None = None
-    color: str | None = None
+    colour: str | None = None
     hairstyle_ref: np.ndarray | None = None  # a photo (any size, RGB uint8); aligned like the input
-    color_ref: np.ndarray | None = None
+    colour_ref: np.ndarray | None = None
     rgb: tuple[int, int, int] | None = None
     hairstyle_ref_aligned: bool = False  # the reference is an aligned face crop: no detection, taken as it is
-    color_ref_aligned: bool = False
+    colour_ref_aligned: bool = False
 
     def __post_init__(self):
-        for name in ("hairstyle", "color"):
+        for name in ("hairstyle", "colour"):
             text = getattr(self, name)
             if text is not None and not text.strip():
                 object.__setattr__(self, name, None)
         if self.rgb is not None:
             object.__setattr__(self, "rgb", parse_rgb(self.rgb))
-        if self.hairstyle is not None and self.hairstyle_ref is not None:
-            raise ConflictingConditions("give a hairstyle as text or as a reference image, not both")
-        colours = [self.color is not None, self.color_ref is not None, self.rgb is not None]
-        if sum(colours) > 1:
-            raise ConflictingConditions("give the colour as text, as a reference image or as RGB: only one")
+        colours = [self.colour is not None, self.colour_ref is not None, self.rgb is not None]
+        conflict = condition_conflict(self.hairstyle is not None, self.hairstyle_ref is not None, *colours)
+        if conflict:
+            raise ConflictingConditions(conflict)
         if not any([self.hairstyle, self.hairstyle_ref is not None, *colours]):
             raise ConflictingConditions("nothing to change: give a hairstyle, a colour, or a reference image")
 
@@ -74,10 +80,10 @@ def hairstyle_text(text: str) -> str:
     return text if text.lower().endswith(" hairstyle") else hairstyle_prompt(text)
 
 
-def color_text(text: str) -> str:
+def colour_text(text: str) -> str:
     """"purple" and "purple hair" both give the training prompt "purple hair"."""
     text = " ".join(text.split())
-    return text if text.lower().endswith(" hair") else color_prompt(text)
+    return text if text.lower().endswith(" hair") else colour_prompt(text)
 
 
 def image_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -86,7 +92,7 @@ def image_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
     return x / 127.5 - 1
 
 
-def recolor_hair(image: torch.Tensor, hair: torch.Tensor, rgb: tuple[int, int, int], rounds: int = 4,
+def recolour_hair(image: torch.Tensor, hair: torch.Tensor, rgb: tuple[int, int, int], rounds: int = 4,
                  check: Callable[[], None] = lambda: None) -> torch.Tensor:
     """Move the hair's mean Lab colour to ``rgb``, keeping its shading; ``image`` in [-1,1], ``hair`` [B,1,H,W].
 
@@ -110,7 +116,7 @@ def transfer_hair_lab(image: torch.Tensor, hair: torch.Tensor, mean: torch.Tenso
                       check: Callable[[], None] = lambda: None) -> torch.Tensor:
     """Shift (and with ``std``, first scale) the Lab statistics of the hair (``hair``'s weights) to ``mean``/``std``.
 
-    What `recolor_hair` does for an RGB target, and what long hair beyond the crop gets from the edited hair
+    What `recolour_hair` does for an RGB target, and what long hair beyond the crop gets from the edited hair
     inside it: each pixel moves by the same Lab offset (times the same per-channel gain), so shading and
     strand texture stay. The gain is limited to [1/std_limit, std_limit]: flat hair must not turn into noise.
     ``where`` (default ``hair``) is where the result replaces the image.
@@ -129,10 +135,10 @@ def transfer_hair_lab(image: torch.Tensor, hair: torch.Tensor, mean: torch.Tenso
     return out * 2 - 1
 
 
-def match_hair_color(image: torch.Tensor, hair: torch.Tensor, rgb: tuple[int, int, int],
+def match_hair_colour(image: torch.Tensor, hair: torch.Tensor, rgb: tuple[int, int, int],
                      check: Callable[[], None] = lambda: None) -> torch.Tensor:
     """The same Lab shift applied to an edited image's own hair."""
-    return recolor_hair(image, hair, rgb, check=check)
+    return recolour_hair(image, hair, rgb, check=check)
 
 
 def hair_lab_distance(image: torch.Tensor, hair: torch.Tensor, rgb: tuple[int, int, int]) -> float:
@@ -188,7 +194,7 @@ class ConditionEncoder:
             if hair.float().mean() < MIN_REFERENCE_HAIR:
                 raise NoHairInReference("no hair was found on the face to recolour")
             mask = hair.float()
-            return self.mapper.encode_image(recolor_hair(aligned1024, mask, rgb, check=check) * mask).float()
+            return self.mapper.encode_image(recolour_hair(aligned1024, mask, rgb, check=check) * mask).float()
 
         key = ("rgb", rgb, content_key(aligned1024.cpu().numpy()))
         return self.image_cache.get_or_compute(key, encode)
@@ -198,7 +204,7 @@ class ConditionEncoder:
         style = (self.text(hairstyle_text(cond.hairstyle)) if cond.hairstyle
                  else self.reference(cond.hairstyle_ref, "hairstyle", cond.hairstyle_ref_aligned)
                  if cond.hairstyle_ref is not None else None)
-        color = (self.text(color_text(cond.color)) if cond.color
-                 else self.reference(cond.color_ref, "colour", cond.color_ref_aligned)
-                 if cond.color_ref is not None else None)
-        return style, color
+        colour = (self.text(colour_text(cond.colour)) if cond.colour
+                 else self.reference(cond.colour_ref, "colour", cond.colour_ref_aligned)
+                 if cond.colour_ref is not None else None)
+        return style, colour

@@ -10,9 +10,9 @@ from hairclip_shared.protocol import STRENGTH_RANGE  # one range for the wire an
 
 @torch.inference_mode()
 def edit_offset(mapper: HairMapper, w: torch.Tensor, hairstyle_emb: torch.Tensor | None,
-                color_emb: torch.Tensor | None) -> torch.Tensor:
+                colour_emb: torch.Tensor | None) -> torch.Tensor:
     """The mapper's raw offset (before the 0.1 scale); cached per face so strength changes are free."""
-    return mapper.edit_offset(w, hairstyle_emb, color_emb).float()
+    return mapper.edit_offset(w, hairstyle_emb, colour_emb).float()
 
 
 def apply_offset(w: torch.Tensor, offset: torch.Tensor, strength: float = 1.0) -> torch.Tensor:

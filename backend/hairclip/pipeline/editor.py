@@ -40,7 +40,7 @@ from hairclip.pipeline.composite import (
     restrict_to_photo,
     warp_face_warm,
 )
-from hairclip.pipeline.conditions import ConditionEncoder, Conditions, image_tensor, match_hair_color
+from hairclip.pipeline.conditions import ConditionEncoder, Conditions, image_tensor, match_hair_colour
 from hairclip.pipeline.edit import apply_offset, edit_offset
 from hairclip.pipeline.faces import Mode, NoFaceFound, Rect, select_faces
 from hairclip.pipeline.invert import Inverter
@@ -88,6 +88,8 @@ class PhotoFace:
 
 @dataclass
 class FaceOutput:
+    """One edited face in the aligned frame: its state, the synthesis, the edit mask and the inversion."""
+
     state: FaceState
     edited: torch.Tensor  # [3,1024,1024] in [-1, 1], the raw synthesis of the edit
     mask: torch.Tensor  # [1024,1024] float, the edit mask in the aligned frame
@@ -96,6 +98,8 @@ class FaceOutput:
 
 @dataclass
 class EditResult:
+    """The photo-sized hair layer of one edit, with its faces and the time each stage took."""
+
     layer: np.ndarray  # [H,W,4] in the photo's dtype: alpha is the edit mask
     faces: list[FaceOutput]
     strength: float
@@ -124,6 +128,8 @@ class EditResult:
 
 @dataclass(frozen=True)
 class EditOptions:
+    """How to edit, apart from what to change: strength, which faces, alignment and long hair."""
+
     strength: float = 1.0
     faces: Mode = "all"
     selection: Rect | np.ndarray | None = None
@@ -138,6 +144,8 @@ class EditOptions:
 
 
 class HairEditor:
+    """Runs the pipeline's stages on a photo, with the caches that make a warm edit cheap."""
+
     def __init__(self, models: Models):
         self.models = models
         self.inverter = Inverter(models.encoder, models.latent_avg)
@@ -193,7 +201,7 @@ class HairEditor:
                 squares = [FaceTransform.from_landmarks(f.landmarks, rgb8.shape[1::-1]) for f in faces]
         with _timed(timings, "conditions"):
             progress("conditions", 0.0)
-            style_emb, color_emb = self.conditions.embeddings(conditions)
+            style_emb, colour_emb = self.conditions.embeddings(conditions)
         states = []
         for n, i in enumerate(indices):
             def check(n: int = n) -> None:  # a cancellation point inside this face's work
@@ -210,10 +218,10 @@ class HairEditor:
             original = image_tensor(face.image1024, self.device)
             check()
             with _timed(timings, "mapper"):
-                color = color_emb
+                colour = colour_emb
                 if conditions.rgb is not None:
-                    color = self.conditions.rgb(original, hair_before[None, None], conditions.rgb, check)
-                offset = edit_offset(self.models.mapper, w, style_emb, color)
+                    colour = self.conditions.rgb(original, hair_before[None, None], conditions.rgb, check)
+                offset = edit_offset(self.models.mapper, w, style_emb, colour)
             box = face_box(face.transform, photo.shape[:2])
             source = "aligned" if options.aligned else faces[i].source
             log.info("face %d: square %s on the photo, found by %s", i, box, source or "an unnamed detector")
@@ -298,7 +306,7 @@ class HairEditor:
                 mask = edit_mask_warm(warp, hair_after[0], check=check)
                 shown = edited
                 if st.rgb is not None:
-                    shown = match_hair_color(edited, recolour[:, None], st.rgb, check)
+                    shown = match_hair_colour(edited, recolour[:, None], st.rgb, check)
                 rgba, box = warp_face_warm((shown[0] + 1) / 2, mask, warp, check)
                 piece = (rgba[:3], rgba[3], box)
                 if whole_hair and st.hair is not None:

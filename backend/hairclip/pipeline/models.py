@@ -31,6 +31,8 @@ DetectorKind = Literal["dlib", "fan", "centre"]
 
 @dataclass
 class Models:
+    """Every network of an edit, on one device, in the dtypes of one precision plan."""
+
     encoder: Encoder4Editing
     latent_avg: torch.Tensor  # [n_styles, 512]
     mapper: HairMapper

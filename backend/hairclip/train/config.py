@@ -11,8 +11,11 @@ from hairclip.errors import HairclipError
 
 @dataclass
 class TrainConfig:
-    """Training options. Names and defaults are the official ``train_options.py`` ones where they exist; the
-    whole dict is stored as the checkpoint's ``opts``, as the official code stores ``vars(opts)``."""
+    """The options of one training run, stored whole as the checkpoint's ``opts``.
+
+    Names and defaults are the official ``train_options.py`` ones where they exist; the whole dict is stored as
+    the official code stores ``vars(opts)``.
+    """
 
     exp_dir: str = ""
     # data

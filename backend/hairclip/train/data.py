@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
-from hairclip.nets.mapper import COLORS, HAIRSTYLE_PROMPTS, color_prompt, hairstyle_prompt, tokenize
+from hairclip.nets.mapper import COLOURS, HAIRSTYLE_PROMPTS, colour_prompt, hairstyle_prompt, tokenize
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".tiff")  # train_utils.make_dataset's list
 IMAGE_SIZE = 1024
@@ -50,7 +50,7 @@ def in_domain_references(folder: str | os.PathLike | None, colors: Sequence[str]
     """The official in-domain layout: one sub-folder per colour prompt, ``<folder>/purple hair/00000.jpg``."""
     found = {}
     for c in colors if folder else ():
-        d = Path(folder) / color_prompt(c)
+        d = Path(folder) / colour_prompt(c)
         if d.is_dir() and (images := list_images(d)):
             found[c] = images
     return found
@@ -69,7 +69,7 @@ def parse_colors(text: str | Sequence[str] | None = None) -> list[str]:
     """Colour names, comma-separated as the official ``--color_description`` (``purple, red``) or a list.
     ``None``: the official 12."""
     if text is None:
-        return list(COLORS)
+        return list(COLOURS)
     items = text.split(",") if isinstance(text, str) else text
     return [c.strip() for c in items if c.strip()]
 
@@ -156,7 +156,7 @@ class EditSampler:
             weights = np.array([1.0, 0.0, 0.0])  # no image of any kind for this colour: its prompt
         source = rng.choice(3, p=weights / weights.sum())
         if source == 0:
-            return {"color_text": color_prompt(color)}
+            return {"color_text": colour_prompt(color)}
         refs, name = (in_domain, COLOR_IN_DOMAIN) if source == 1 else (self.color_references, COLOR_OUT_DOMAIN)
         return {"color_image": refs[rng.integers(len(refs))], "color_source": name}
 
@@ -186,6 +186,8 @@ def load_image(path: str | os.PathLike, size: int = IMAGE_SIZE) -> torch.Tensor:
 
 @dataclass
 class Sample:
+    """One training sample: a latent, its drawn edit and the edit's tokens and reference images."""
+
     index: int
     w: torch.Tensor
     edit: Edit
@@ -197,8 +199,11 @@ class Sample:
 
 @dataclass
 class Batch:
-    """Collated samples. Rows of a condition tensor whose ``has_*`` flag is False are zeros; a tensor is None
-    when no sample in the batch has that condition."""
+    """Samples collated into tensors, with ``has_*`` flags saying which rows hold a condition.
+
+    Rows of a condition tensor whose ``has_*`` flag is False are zeros; a tensor is None when no sample in the
+    batch has that condition.
+    """
 
     index: torch.Tensor  # [B] dataset indices
     w: torch.Tensor  # [B, 18, 512]
@@ -244,8 +249,11 @@ def collate(samples: Sequence[Sample]) -> Batch:
 
 
 class LatentsDataset(Dataset):
-    """W+ latents ``[N, 18, 512]`` with an edit drawn per sample. Keys are ``(epoch, index)`` (or an index, for
-    epoch 0): the draw is seeded by ``(seed, epoch, index)`` so it does not depend on who loads the sample."""
+    """W+ latents ``[N, 18, 512]`` with an edit drawn per sample.
+
+    Keys are ``(epoch, index)`` (or an index, for epoch 0): the draw is seeded by ``(seed, epoch, index)`` so it
+    does not depend on who loads the sample.
+    """
 
     def __init__(self, latents: torch.Tensor, sampler: EditSampler, image_size: int = IMAGE_SIZE, seed: int = 0):
         if latents.ndim != 3 or latents.shape[-1] != 512:

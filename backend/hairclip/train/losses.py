@@ -77,8 +77,11 @@ class CLIPTextLoss(nn.Module):
 
 
 class ImageEmbeddingLoss(nn.Module):
-    """Image manipulation, hairstyle (``criteria/image_embedding_loss.py``): ``1 - cos`` of the CLIP image
-    features of the hair-masked edit and of the hair-masked reference (``CosineEmbeddingLoss``, target 1)."""
+    """The hairstyle reference term (``criteria/image_embedding_loss.py``): CLIP image distance of the hair.
+
+    ``1 - cos`` of the CLIP image features of the hair-masked edit and of the hair-masked reference
+    (``CosineEmbeddingLoss``, target 1).
+    """
 
     def __init__(self, clip_model: nn.Module):
         super().__init__()
@@ -109,8 +112,11 @@ class ColorMaintenanceLoss(AverageLabLoss):
 
 
 class IdentityLoss(nn.Module):
-    """Attribute preservation, identity (``criteria/id_loss.py``): ``1 - <f(x_hat), f(x)>`` for the unit ArcFace
-    embedding f of IR-SE50, on the face crop [35:223, 32:220] of the image area-resized to 256, resized to 112."""
+    """The identity term (``criteria/id_loss.py``): how far the edit moves the face's ArcFace embedding.
+
+    ``1 - <f(x_hat), f(x)>`` for the unit ArcFace embedding f of IR-SE50, on the face crop [35:223, 32:220] of
+    the image area-resized to 256, resized to 112.
+    """
 
     def __init__(self, facenet: nn.Module):
         super().__init__()
@@ -166,8 +172,10 @@ class LossWeights:
 
 @dataclass
 class Step:
-    """One step's tensors: the latents and images before and after the edit, their hair masks, and what each
-    sample's edit asks for. A ``has_*`` vector (bool ``[B]``) says which rows of its tensor are real."""
+    """One step's tensors: the latents, images and hair masks before and after the edit, and what it asks for.
+
+    A ``has_*`` vector (bool ``[B]``) says which rows of its tensor are real.
+    """
 
     w: torch.Tensor
     w_hat: torch.Tensor
@@ -192,7 +200,9 @@ TERMS = ("loss_id", "loss_text_hairstyle", "loss_text_color", "loss_img_hairstyl
 
 
 class HairCLIPLoss(nn.Module):
-    """``Coach.calc_loss`` per sample. Terms and when they apply to a sample:
+    """The official training loss (``Coach.calc_loss``), per sample.
+
+    Terms and when they apply to a sample:
 
     ======================================  ==================================  ===============================
     term                                    applies when                        weight (defaults)

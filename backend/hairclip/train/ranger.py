@@ -20,6 +20,8 @@ from torch.optim import Optimizer
 
 
 class Ranger(Optimizer):
+    """The Ranger optimiser the official training uses: RAdam with Lookahead and gradient centralisation."""
+
     def __init__(self, params: Iterable, lr: float = 1e-3, alpha: float = 0.5, k: int = 6,
                  n_sma_threshold: float = 5.0, betas: tuple[float, float] = (0.95, 0.999), eps: float = 1e-5,
                  weight_decay: float = 0.0, use_gc: bool = True, gc_conv_only: bool = False):
