@@ -30,6 +30,8 @@ def _qimage(image) -> QtGui.QImage:
 
 
 class HairclipDocker(DockWidget):
+    """The HairCLIP Preview docker's widgets: the picture, the strength slider, the history and its buttons."""
+
     def __init__(self):
         super().__init__()
         self.setWindowTitle(TITLE)

@@ -49,7 +49,10 @@ class Edit:
 
 
 class LiveModel:
-    """The docker's model. The inputs are the dialog's (Krita's settings); the docker adds the strength."""
+    """The docker's state and actions, with no widgets, so the mock Krita tests can drive it.
+
+    The inputs are the dialog's (Krita's settings); the docker adds the strength.
+    """
 
     def __init__(self, krita, store: SettingsStore, call_later: CallLater,
                  connection_factory: Callable[[str], Connection] = Connection, pool: ThreadPoolExecutor | None = None):

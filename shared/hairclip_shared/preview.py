@@ -165,8 +165,11 @@ class Frame:
 
 
 class StrengthPreview:
-    """The slider's state machine: while dragging, the two nearest grid renders cross-faded; on release, the
-    exact render. Between those, the nearest render there is (or the edit's first picture)."""
+    """The slider's state machine, which says what picture to show for the strength the user is at.
+
+    While dragging: the two nearest grid renders cross-faded; on release: the exact render. Between those, the
+    nearest render there is (or the edit's first picture).
+    """
 
     def __init__(self, strength: float, step: float = SLIDER_STEP, keep: int = 24):
         self.target = strength_key(strength)
@@ -332,7 +335,10 @@ class HistoryEntry:
 
 
 class History:
-    """The last edits, newest first; the oldest falls off beyond ``limit``. Nothing here is in a document."""
+    """The last edits, newest first, none of them in a document until applied.
+
+    The oldest falls off beyond ``limit``.
+    """
 
     def __init__(self, limit: int = 6):
         self.limit = limit
