@@ -24,7 +24,8 @@ import pytest
 from hairclip.engine_api import EngineInfo
 from hairclip.server import Server
 from hairclip_shared import EditResult, Face, Image, JobFailed
-from hairclip_shared.editing import ALIGNED_RULE, EditSettings, empty_layer_message, krita_layout, to_wire
+from hairclip_shared.editing import ALIGNED_RULE, EditSettings, empty_layer_message
+from hairclip_shared.pixels import krita_layout, to_wire
 from hairclip_shared.protocol import BadRequest, HairclipError, Limits
 
 ROOT = Path(__file__).resolve().parents[1]

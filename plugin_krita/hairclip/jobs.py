@@ -14,16 +14,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from hairclip_shared import Client, EditResult, Job, ServerInfo
-from hairclip_shared.editing import (
-    EditSettings,
-    build_request,
-    from_wire,
-    layer_name,
-    not_running_message,
-    result_warning,
-    split_alpha,
-    to_wire,
-)
+from hairclip_shared.editing import EditSettings, build_request, layer_name, not_running_message, result_warning
+from hairclip_shared.pixels import from_wire, split_alpha, to_wire
 from hairclip_shared.protocol import (
     Accepted,
     BadRequest,

@@ -21,14 +21,8 @@ from dataclasses import dataclass
 
 from krita import Krita, Selection
 
-from hairclip_shared.editing import (
-    PixelLayout,
-    apply_mask,
-    check_has_pixels,
-    clip_rect,
-    empty_layer_message,
-    krita_layout,
-)
+from hairclip_shared.editing import empty_layer_message
+from hairclip_shared.pixels import PixelLayout, apply_mask, check_has_pixels, clip_rect, krita_layout
 from hairclip_shared.protocol import BadRequest, HairclipError, Rect
 from hairclip_shared.wording import OLD_HAIR_NAME
 

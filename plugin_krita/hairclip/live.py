@@ -13,7 +13,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
-from hairclip_shared.editing import EditSettings, layer_name, to_wire
+from hairclip_shared.editing import EditSettings, layer_name
+from hairclip_shared.pixels import to_wire
 from hairclip_shared.preview import PREVIEW_SIDE, THUMB_SIDE, Frame, History, HistoryEntry, RenderSession, shrink
 from hairclip_shared.protocol import Image
 from hairclip_shared.wording import overall_fraction, stage_text

@@ -80,7 +80,7 @@ def check_action_in_filter_menu() -> None:
 
 def check_layouts() -> None:
     """Our table of Krita's memory orders against what Krita reports (English channel names)."""
-    from hairclip_shared.editing import krita_layout
+    from hairclip_shared.pixels import krita_layout
 
     k = Krita.instance()
     for depth in ("U8", "U16", "F16", "F32"):
@@ -97,7 +97,7 @@ def check_layouts() -> None:
 def check_linear_float_read() -> None:
     """A linear-light float pixel reaches the wire as its sRGB encoding, read from real Krita."""
     from hairclip import kritadoc
-    from hairclip_shared.editing import to_wire
+    from hairclip_shared.pixels import to_wire
 
     k = Krita.instance()
     doc = k.createDocument(2, 1, "f32", "RGBA", "F32", "sRGB-elle-V2-g10.icc", 72.0)
