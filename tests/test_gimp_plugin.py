@@ -455,6 +455,9 @@ def load_plugin(monkeypatch, hide_shared: bool = False):
     monkeypatch.setitem(sys.modules, "gi.repository", gi.repository)
     if hide_shared:
         monkeypatch.setitem(sys.modules, "hairclip_shared", None)  # as if pyzmq/msgpack were missing
+    own = [n for n, m in sys.modules.items() if Path(getattr(m, "__file__", None) or "/").parent == PLUGIN.parent]
+    for name in own:  # the plug-in's own modules (gimp_layers, dialog_view) bind this test's FakeGimp afresh
+        monkeypatch.delitem(sys.modules, name)
     path = list(sys.path)
     spec = importlib.util.spec_from_file_location("hairclip_gimp_plugin", PLUGIN)
     module = importlib.util.module_from_spec(spec)

@@ -4,17 +4,14 @@
 The procedure is the API and the dialog a view of its arguments: scripts and other plug-ins call the same
 procedure through the PDB, non-interactively. The result is a new layer right above the source, with the
 edit's alpha as an editable layer mask, added as one undo step; the source layer is never written.
-Only GIMP glue lives here; the request, the layer name and the pixel conversions come from
-hairclip_shared.editing, which the Krita plug-in shares.
+Only GIMP glue lives here: the image's pixels and layers are gimp_layers.py's, the dialog's extras
+dialog_view.py's and preview_pane.py's; the request, the layer name and the pixel conversions come from
+hairclip_shared, which the Krita plug-in shares.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import sys
-import threading
 from pathlib import Path
 
 # `hairclip install-plugin gimp` puts the shared package beside this file, and pyzmq/msgpack in vendor/
@@ -31,10 +28,13 @@ gi.require_version("GimpUi", "3.0")
 gi.require_version("Gegl", "0.4")
 gi.require_version("Babl", "0.1")
 gi.require_version("Gtk", "3.0")
-from gi.repository import Babl, Gegl, Gimp, GimpUi, GLib, GObject, Gtk  # noqa: E402
+from gi.repository import Babl, Gegl, Gimp, GimpUi, GLib, GObject  # noqa: E402
 
 try:
-    from hairclip_shared import Accepted, Client, EditResult, HairclipError, Image, Progress, ServerNotRunning
+    from dialog_view import DialogView  # beside this file
+    from gimp_layers import add_result_layer, read_pixels, reference, selection_mask
+
+    from hairclip_shared import Accepted, Client, EditResult, HairclipError, Progress, ServerNotRunning
     from hairclip_shared.editing import (
         ALIGNED_LABELS,
         ALIGNED_MODES,
@@ -46,26 +46,18 @@ try:
         WHOLE_HAIR_MODES,
         EditSettings,
         build_request,
-        check_has_pixels,
-        from_wire,
-        gimp_layout,
         layer_name,
         not_running_message,
         presets,
         result_warning,
-        split_alpha,
-        to_wire,
     )
+    from hairclip_shared.pixels import check_has_pixels, from_wire, gimp_layout, split_alpha, to_wire
     from hairclip_shared.wording import (
         COLOUR_MODE_LABELS,
         FACE_LABELS,
         FIELD_HELP,
         FIELD_LABELS,
         HAIRSTYLE_MODE_LABELS,
-        OLD_HAIR_NAME,
-        SERVER_LABEL,
-        SERVER_STATES,
-        active_fields,
         overall_fraction,
         stage_text,
     )
@@ -76,11 +68,6 @@ except ImportError as e:  # the menu entry stays, and says what to install
 PROC = "plug-in-hairclip"
 RW = GObject.ParamFlags.READWRITE
 CONNECT_TIMEOUT = 5.0  # s; a running server answers within milliseconds, and heartbeats every second mid-job
-PROBE_TIMEOUT = 2.0  # s; the dialog's "is the server there?" check, off the GTK thread
-# The arguments that belong to one mode; the dialog hides those the chosen modes do not use.
-MODE_FIELDS = ("hairstyle", "hairstyle-ref", "hairstyle-ref-aligned", "colour", "rgb", "colour-ref",
-               "colour-ref-aligned")
-DIALOG_STATE = "HAIRCLIP_DIALOG_STATE"  # a JSON file the dialog describes itself in (for tests, bug reports)
 
 
 class Failure(Exception):
@@ -206,149 +193,13 @@ def show_dialog(procedure, config, image=None, drawables=(), previewed: dict | N
     dialog = GimpUi.ProcedureDialog.new(procedure, config, "HairCLIP")
     dialog.get_scale_entry("strength", 1.0)  # made before fill(), so fill() lays out the slider
     dialog.fill(None)
-    view = DialogView(dialog, config, image, drawables)
+    view = DialogView(dialog, config, image, drawables, lambda: edit_request(image, drawables, config)[2:5])
     ok = dialog.run()
     if ok and view.pane is not None and previewed is not None:
         previewed["result"] = view.pane.result_for(settings_from(config)[0])
     view.close()
     dialog.destroy()
     return ok
-
-
-class DialogView:
-    """What GIMP's generated dialog lacks, on top of it; GTK calls only from GIMP's main (GTK) thread."""
-
-    def __init__(self, dialog, config, image=None, drawables=()):
-        self.dialog, self.config, self.image, self.drawables = dialog, config, image, drawables
-        self.widgets = {name: dialog.get_widget(name, GObject.TYPE_NONE) for name in MODE_FIELDS}
-        self.presets_count = {}
-        hairstyles, colours = presets(None)
-        for name, items in (("hairstyle", hairstyles), ("colour", colours)):
-            self.presets_count[name] = add_preset_list(self.widgets[name], items)
-        self.server_state, self.server_help = "connecting", ""
-        self.server_line = Gtk.Label(xalign=0.0)
-        self.server_line.set_line_wrap(True)
-        self.server_line.set_selectable(True)
-        dialog.get_content_area().pack_start(self.server_line, False, False, 6)
-        self.server_line.show()
-        self._probe_n = 0
-        self._closed = False
-        self._handlers = [config.connect(f"notify::{p}", self._follow_modes) for p in ("hairstyle-mode", "colour-mode")]
-        self._handlers.append(config.connect("notify::server", self._server_changed))
-        self._follow_modes()
-        self.probe()
-        self.pane = None
-        try:  # GTK's image widgets; the preview is this dialog's only part that needs them
-            from preview_pane import PreviewPane
-        except ImportError:
-            PreviewPane = None  # noqa: N806
-        if PreviewPane is not None and image is not None:
-            self.pane = PreviewPane(config, lambda: edit_request(image, drawables, config)[2:5])
-            dialog.get_content_area().pack_start(self.pane.box, False, False, 6)
-        self._state_file = os.environ.get(DIALOG_STATE)
-        if self._state_file:
-            GLib.timeout_add(300, self._write_state)
-
-    def _follow_modes(self, *_) -> None:
-        on = active_fields(self.config.get_property("hairstyle-mode"), self.config.get_property("colour-mode"))
-        for name, widget in self.widgets.items():
-            if widget is not None:
-                widget.set_visible(name.replace("-", "_") in on)
-
-    def _server_changed(self, *_) -> None:
-        """Typing an address: ask once the typing rests, not at every key."""
-        self._probe_n += 1
-        n = self._probe_n
-        GLib.timeout_add(500, lambda: n == self._probe_n and not self._closed and self.probe() and False)
-
-    def probe(self) -> None:
-        """Ask the server for `hello` off the GTK thread; the answer updates the connection line."""
-        self._probe_n += 1
-        n, endpoint = self._probe_n, self.config.get_property("server") or EditSettings().endpoint
-        self._show_server("connecting", f"{endpoint}")
-
-        def ask() -> None:
-            try:
-                with Client(endpoint, timeout=PROBE_TIMEOUT, name="gimp-dialog") as client:
-                    info = client.info
-                state, text = "connected", f"{info.server} on {info.device}" if info else endpoint
-            except ServerNotRunning:
-                state, text = "not_running", not_running_message(endpoint)
-            except HairclipError as e:
-                state, text = "failed", e.message
-            except Exception as e:  # noqa: BLE001 - shown as is
-                state, text = "failed", f"{type(e).__name__}: {e}"
-            GLib.idle_add(lambda: n == self._probe_n and not self._closed and self._show_server(state, text))
-
-        threading.Thread(target=ask, daemon=True).start()
-
-    def _show_server(self, state: str, text: str) -> bool:
-        self.server_state, self.server_help = state, text
-        self.server_line.set_text(f"{SERVER_LABEL}: {SERVER_STATES.get(state, state)}. {text}")
-        return False
-
-    def _write_state(self) -> bool:
-        """Describe the dialog (field visibility and position, the server line) for a test outside GIMP."""
-        if self._closed:
-            return False
-        fields = {}
-        for name in (*MODE_FIELDS, "hairstyle-mode", "colour-mode", "strength", "server"):
-            w = self.dialog.get_widget(name, GObject.TYPE_NONE)
-            alloc = w.get_allocation()
-            xy = w.translate_coordinates(self.dialog, 0, 0) or (alloc.x, alloc.y)
-            fields[name] = {"visible": w.get_visible() and w.get_mapped(), "type": type(w).__name__,
-                            "x": xy[0], "y": xy[1], "w": alloc.width, "h": alloc.height}
-        state = {"fields": fields, "server_state": self.server_state, "server_line": self.server_line.get_text(),
-                 "presets": self.presets_count}
-        if self.pane is not None:  # what the preview shows, and what the image holds meanwhile
-            b = self.pane.button
-            xy = b.translate_coordinates(self.dialog, 0, 0) or (0, 0)
-            src = self.drawables[0]
-            spin = self.dialog.get_widget("strength", GObject.TYPE_NONE).get_spin_button()
-            sxy = spin.translate_coordinates(self.dialog, 0, 0) or (0, 0)
-            state["preview"] = {**self.pane.describe(), "button": {"x": xy[0], "y": xy[1],
-                                "w": b.get_allocation().width, "h": b.get_allocation().height},
-                                "spin": {"x": sxy[0], "y": sxy[1], "w": spin.get_allocation().width,
-                                         "h": spin.get_allocation().height},
-                                "layers": len(self.image.get_layers()),
-                                "source_sha1": hashlib.sha1(read_pixels(src, "R'G'B'A u8")).hexdigest()}
-        tmp = self._state_file + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(state, f)
-        os.replace(tmp, self._state_file)
-        return True
-
-    def close(self) -> None:
-        self._closed = True
-        if self.pane is not None:
-            self.pane.close()
-        for h in self._handlers:
-            self.config.disconnect(h)
-
-
-def add_preset_list(labeled_entry, items: list[str]) -> int:
-    """The trained presets as a drop-down on the text field (an arrow in the entry), and as completions while
-    typing; any other text stays allowed. Returns how many presets the list holds."""
-    entry = labeled_entry.get_entry() if labeled_entry is not None else None
-    if entry is None:
-        return 0
-    store = Gtk.ListStore(str)
-    for item in items:
-        store.append([item])
-    completion = Gtk.EntryCompletion(model=store, minimum_key_length=0, popup_completion=True)
-    completion.set_text_column(0)
-    entry.set_completion(completion)
-    entry.set_icon_from_icon_name(Gtk.EntryIconPosition.SECONDARY, "pan-down-symbolic")
-    entry.set_icon_tooltip_text(Gtk.EntryIconPosition.SECONDARY, "Trained presets")
-    menu = Gtk.Menu()
-    for item in items:
-        mi = Gtk.MenuItem(label=item)
-        mi.connect("activate", lambda _mi, text=item: entry.set_text(text))
-        menu.append(mi)
-    menu.show_all()
-    entry.connect("icon-press", lambda _e, _pos, event: menu.popup_at_pointer(event))
-    entry._hairclip_menu = menu  # keep the menu alive as long as the entry
-    return len(items)
 
 
 def srgb_bytes(colour) -> bytes:
@@ -390,41 +241,6 @@ def source_layer(image, drawables) -> Gimp.Layer:
         raise Failure(f"HairCLIP edits a pixel layer, and the active item is {what}. Select the photo's layer.",
                       Gimp.PDBStatusType.CALLING_ERROR)
     return src
-
-
-def read_pixels(drawable, babl: str, x: int = 0, y: int = 0, w: int | None = None, h: int | None = None) -> bytes:
-    w = drawable.get_width() if w is None else w
-    h = drawable.get_height() if h is None else h
-    return drawable.get_buffer().get(Gegl.Rectangle.new(x, y, w, h), 1.0, babl, Gegl.AbyssPolicy.NONE)
-
-
-def write_pixels(drawable, babl: str, data: bytes, x: int = 0, y: int = 0, w: int | None = None,
-                 h: int | None = None) -> None:
-    w = drawable.get_width() if w is None else w
-    h = drawable.get_height() if h is None else h
-    buffer = drawable.get_buffer()
-    buffer.set(Gegl.Rectangle.new(x, y, w, h), babl, data)
-    buffer.flush()
-    drawable.update(x, y, w, h)
-
-
-def reference(layer, role: str) -> Image | None:
-    if layer is None:
-        return None
-    layout = gimp_layout("u8-non-linear")  # the server shrinks references to 1024 px; 8 bits are plenty
-    pixels = read_pixels(layer, layout.babl)
-    check_has_pixels(pixels, layout, f"{role} reference", layer.get_name())
-    return to_wire(pixels, layer.get_width(), layer.get_height(), layout)
-
-
-def selection_mask(image, src) -> Image | None:
-    """The image's selection over the source layer's extent, as an 'A' mask; None when nothing is selected."""
-    if Gimp.Selection.is_empty(image):
-        return None
-    _, ox, oy = src.get_offsets()
-    w, h = src.get_width(), src.get_height()
-    mask = read_pixels(image.get_selection(), "Y u8", ox, oy, w, h)
-    return Image(w, h, mask, "A", "u8") if mask.strip(b"\0") else None
 
 
 def run_job(settings: EditSettings, request) -> EditResult:
@@ -485,60 +301,6 @@ def edit(image, drawables, config, previewed: EditResult | None = None) -> Gimp.
     if warning:
         Gimp.message(warning)  # the dialog has closed by now: GIMP's message area or error console
     return layer
-
-
-def add_result_layer(image, src, name: str, colour: bytes, babl: str, alpha: bytes,
-                     old_hair: bytes | None = None) -> tuple[Gimp.Layer, bool]:
-    """The edited layer, at the source's offsets, right above it; its mask holds the edit's alpha, and it is
-    composited in perceptual (sRGB) space, as the backend composites.
-
-    Pixels and mask are written before the layer joins the image, so the undo group holds one cheap step
-    (the insertion) instead of copies of every tile. `old_hair` (1 byte a pixel over the source) is the
-    original's hair the edit left outside the face crop: it becomes a hidden channel OLD_HAIR_NAME (GIMP
-    layers have one mask) for the user to turn into a selection and paint over. Returns the layer and
-    whether that channel was added.
-    """
-    w, h = src.get_width(), src.get_height()
-    _, ox, oy = src.get_offsets()
-    image.undo_group_start()
-    try:
-        layer = Gimp.Layer.new(image, name, w, h, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
-        # GIMP 3 mixes Normal layers in linear light by default; the backend (and Krita) mix sRGB values, so
-        # without this the soft mask edge looks different here than in `hairclip edit -o`.
-        layer.set_composite_space(Gimp.LayerColorSpace.RGB_PERCEPTUAL)
-        layer.set_offsets(ox, oy)
-        write_pixels(layer, babl, colour)
-        mask = layer.create_mask(Gimp.AddMaskType.WHITE)
-        layer.add_mask(mask)
-        write_pixels(mask, "Y u8", alpha)
-        # A new mask is the drawable being edited by default; the next brush stroke would land on it.
-        layer.set_edit_mask(False)
-        image.insert_layer(layer, src.get_parent(), image.get_item_position(src))
-        added = old_hair is not None and add_old_hair_channel(image, old_hair, ox, oy, w, h)
-    finally:
-        image.undo_group_end()
-    image.set_selected_layers([src])  # inserting selected the new layer; keep the source active, as Krita does
-    return layer, added
-
-
-def add_old_hair_channel(image, mask: bytes, ox: int, oy: int, w: int, h: int) -> bool:
-    """The hair mask (over the layer at ox, oy) as a hidden channel of the image, clipped to the canvas.
-    Channels are image-sized in GIMP; the part of the layer outside the canvas has no place in one."""
-    iw, ih = image.get_width(), image.get_height()
-    x0, y0, x1, y1 = max(ox, 0), max(oy, 0), min(ox + w, iw), min(oy + h, ih)
-    if x1 <= x0 or y1 <= y0:
-        return False
-    rows = b"".join(mask[(y - oy) * w + x0 - ox:(y - oy) * w + x1 - ox] for y in range(y0, y1))
-    if not rows.strip(b"\0"):
-        return False
-    channel = Gimp.Channel.new(image, OLD_HAIR_NAME, iw, ih, 50.0, Gegl.Color.new("#ff8000"))
-    # An 8-bit image keeps its channels gamma-encoded (Y' u8), and Channel to Selection takes their values as
-    # they are: the bytes go in unconverted. Deeper channels take "Y u8" exactly (v * 257, ...).
-    own = Babl.format_get_encoding(channel.get_format())
-    write_pixels(channel, own if own in ("Y u8", "Y' u8") else "Y u8", rows, x0, y0, x1 - x0, y1 - y0)
-    channel.set_visible(False)  # it tints the canvas when shown; the user picks it (Channel to Selection)
-    image.insert_channel(channel, None, 0)
-    return True
 
 
 if __name__ == "__main__":
