@@ -4,6 +4,10 @@ Pure Python apart from pyzmq and msgpack: no Qt, GTK, numpy or torch, so it runs
 Python 3.10+. ZeroMQ sockets are not thread-safe, so one background thread owns the socket; callers hand
 it messages through a queue. That keeps heartbeats flowing while a GUI draws, and lets the GUI poll a
 `Job` without blocking (or block on it, from a worker thread or a batch script).
+
+Long because the socket thread and everything it serves share private state: the I/O loop, the monitor
+that turns a vanished server into errors, and the Job and call records it completes. Splitting them would
+put that state behind an interface whose only user is this file.
 """
 
 from __future__ import annotations

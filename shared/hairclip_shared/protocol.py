@@ -4,6 +4,10 @@ Both ends import this one module, so the schema cannot drift between the plug-in
 A message is a multipart ZeroMQ message: a small msgpack header, then one raw frame per image the
 header declares. Pixels never go inside msgpack. Pure Python + msgpack: it runs in an editor's
 embedded Python 3.10+. PROTOCOL.md beside this package is the prose version of the same rules.
+
+Long because the protocol is defined once, in one file read top to bottom: every message, its field
+checks, its images' frames and its wire form side by side, so a change to a message is one edit here and
+one paragraph in PROTOCOL.md. The errors and the per-field checks are the parts both ends must agree on.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 import msgpack
+
+from .conditions import condition_conflict
 
 PROTOCOL_VERSION = 1
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5570"
@@ -467,11 +473,9 @@ class EditRequest:
             ref = getattr(self, name)
             if ref is not None and (not isinstance(ref, Image) or ref.channels == "A"):
                 raise BadRequest(f"{name} must be a colour image.")
-        if self.hairstyle is not None and self.hairstyle_ref is not None:
-            raise BadRequest("Give a hairstyle as text or as a reference image, not both.")
-        if sum(x is not None for x in (self.colour, self.colour_ref, self.rgb)) > 1:
-            raise BadRequest("Give a hair colour as text, as a reference image or as RGB: only one of them.")
         conditions = (self.hairstyle, self.hairstyle_ref, self.colour, self.colour_ref, self.rgb)
+        if conflict := condition_conflict(*(x is not None for x in conditions)):
+            raise BadRequest(conflict)
         if all(x is None for x in conditions):
             raise BadRequest("Nothing to edit: give a hairstyle or a hair colour "
                              "(text, reference image or RGB).")
