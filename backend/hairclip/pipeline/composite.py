@@ -265,22 +265,29 @@ def prepare_warp(transform: FaceTransform, photo_hw: tuple[int, int], hair_befor
     grown = hair_before.bool().float()[None, None]
     if dilate_px + 2 * r > 0:
         grown = _grow_binary(_grow_binary(grown, dilate_px + 2 * r, -1), dilate_px + 2 * r, -2)
-    feet = _tile_feet(grid[0].cpu().numpy(), fw + 2, fh + 2) if grid.numel() else None
+    to_padded = norm * np.array([[fw / (fw + 2)], [fh / (fh + 2)]])
+    feet = _tile_feet(to_padded, box, fw + 2, fh + 2) if grid.numel() else None
     return FaceWarp(transform, tuple(photo_hw), s, box, reduced, grid, inside, grown[0, 0], feet)
 
 
-def _tile_feet(grid: np.ndarray, w: int, h: int) -> np.ndarray:
-    """[ty, tx, 4] int: the pixels of a padded w x h frame that the grid's tiles can sample (see `FaceWarp.feet`)."""
-    gh, gw = grid.shape[:2]
-    g = np.pad(grid, ((0, -gh % TILE), (0, -gw % TILE), (0, 0)), mode="edge")
-    g = g.reshape(g.shape[0] // TILE, TILE, g.shape[1] // TILE, TILE, 2)
-    lo, hi = g.min(axis=(1, 3)).astype(np.float64), g.max(axis=(1, 3)).astype(np.float64)
-    size = np.array([w, h], np.float64)
+def _tile_feet(coef: np.ndarray, box: Box, w: int, h: int) -> np.ndarray:
+    """[ty, tx, 4] int: the pixels of a padded w x h frame that the grid's tiles can sample (see `FaceWarp.feet`).
+
+    ``coef`` [2, 3] maps photo (x, y, 1) to the grid's normalised coordinates; an affine map takes its extremes
+    over a tile at the tile's corners, and a pixel to spare each side covers the grid's float32 rounding."""
+    x0, y0, x1, y1 = box
+    xs = np.arange(x0, x1, TILE, dtype=np.float64)
+    ys = np.arange(y0, y1, TILE, dtype=np.float64)
+    cx = np.stack([xs, np.minimum(xs + TILE, x1) - 1])  # [2, tx]: each tile's first and last column
+    cy = np.stack([ys, np.minimum(ys + TILE, y1) - 1])
+    g = coef[:, 0, None, None, None, None] * cx[None, None, :, None, :] \
+        + coef[:, 1, None, None, None, None] * cy[None, :, None, :, None] + coef[:, 2, None, None, None, None]
+    lo, hi = g.min(axis=(1, 2)), g.max(axis=(1, 2))  # [2, ty, tx]
+    size = np.array([w, h], np.float64)[:, None, None]
     # grid_sample's own unnormalisation (align_corners=False); border padding clips into the frame.
-    first = np.floor(((lo + 1) * size - 1) / 2) - 1
-    last = np.floor(((hi + 1) * size - 1) / 2) + 3
-    first, last = np.clip(first, 0, size).astype(np.int64), np.clip(last, 0, size).astype(np.int64)
-    return np.stack([first[..., 0], first[..., 1], last[..., 0], last[..., 1]], -1)
+    first = np.clip(np.floor(((lo + 1) * size - 1) / 2) - 1, 0, size).astype(np.int64)
+    last = np.clip(np.floor(((hi + 1) * size - 1) / 2) + 3, 0, size).astype(np.int64)
+    return np.stack([first[0], first[1], last[0], last[1]], -1)
 
 
 def edit_mask_warm(warp: FaceWarp, hair_after: torch.Tensor, dilate_px: int = DILATE_1024,
@@ -475,11 +482,12 @@ def _box_blur_np(m: np.ndarray, r: int, axis: int) -> np.ndarray:
     p = _edge_pad(m.astype(np.float64), r, axis)
     if axis == 1:  # along rows a running sum is fastest; down columns, whole-row adds are
         sums = np.cumsum(p, 1)
-        sums = np.concatenate([np.zeros_like(sums[:, :1]), sums], 1)
-        window = sums[:, 2 * r + 1:] - sums[:, :-2 * r - 1]
+        window = np.empty_like(sums[:, 2 * r:])
+        window[:, 0] = sums[:, 2 * r]
+        np.subtract(sums[:, 2 * r + 1:], sums[:, :-2 * r - 1], out=window[:, 1:])
     else:
         window = _window_sums(p, 2 * r + 1, axis)
-    return (window / (2 * r + 1)).astype(np.float32)
+    return np.divide(window, 2 * r + 1, out=window).astype(np.float32)
 
 
 def clear_layer(photo: np.ndarray, check: Check = _nothing) -> np.ndarray:
