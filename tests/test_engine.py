@@ -290,10 +290,10 @@ def test_bench_interactive_tiny_reports_every_figure_with_its_ratio_to_the_plain
 
     med = run_interactive("cpu", 1, 256, tiny=True)
     out = capsys.readouterr().out
-    assert set(med) == {"first", "final", "rerender", "slider", "warm_first", "warm_final", "plain"}
+    assert set(med) == {"first", "final", "rerender", "slider", "warm_first", "warm_final", "plain", "official"}
     assert all(v > 0 for v in med.values()) and med["first"] < med["final"] and med["warm_first"] < med["warm_final"]
     assert med["slider"] < med["rerender"]  # served from the render made ahead
-    assert "through a loopback server" in out and out.count("x plain") == 7
+    assert "through a loopback server" in out and out.count("x plain") == 7 and out.count("x official") == 7
 
 
 def _wait_for(condition, timeout: float = 120.0) -> None:
