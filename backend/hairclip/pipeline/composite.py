@@ -29,7 +29,7 @@ Check = Callable[[], None]  # a cancellation point: raises to stop the job
 # so a cancel never waits for a whole 4096 px face (~0.05 s a band on one CPU core; pixelwise, so the
 # bands give the same bytes as one pass).
 TILE_PIXELS = 1 << 18
-# `compose_face` samples the warp in runs of these square tiles, skipping tiles where the edit mask is 0.
+# `compose_face` samples the warp in these square tiles, skipping tiles where the edit mask is 0.
 TILE = 32
 # Set False to run the plain reference path everywhere (`edit_mask_warm`, `warp_face_warm`, `compose_one`).
 FAST = True
@@ -233,6 +233,7 @@ class FaceWarp:
     # Per `TILE` x `TILE` tile of the box: the padded frame's pixels (u0, v0, u1, v1, end exclusive) its
     # bilinear samples can read, with a pixel to spare; `compose_face` skips tiles whose alpha there is all 0.
     feet: np.ndarray | None = None
+    tiles: torch.Tensor | None = None  # [ty, tx, TILE, TILE, 2]: the grid by tiles (a view of its storage)
 
 
 def prepare_warp(transform: FaceTransform, photo_hw: tuple[int, int], hair_before: torch.Tensor,
@@ -253,13 +254,19 @@ def prepare_warp(transform: FaceTransform, photo_hw: tuple[int, int], hair_befor
     dtype = torch.float32 if device.type == "mps" else torch.float64
     coef = torch.as_tensor(norm, dtype=dtype, device=device)
     pad = torch.tensor([fw / (fw + 2), fh / (fh + 2)], dtype=dtype, device=device)
-    grid = torch.empty((1, max(y1 - y0, 0), max(x1 - x0, 0), 2), dtype=torch.float32, device=device)
-    xs = torch.arange(x0, x1, dtype=dtype, device=device)[None, :]
-    for b0, b1 in _bands(y0, y1, x1 - x0):
+    # The grid runs on past the box to whole `TILE`s (the same map; those samples are never used), so that
+    # `compose_face` can take the tiles it needs as views.
+    h, w = max(y1 - y0, 0), max(x1 - x0, 0)
+    hp, wp = -(-h // TILE) * TILE, -(-w // TILE) * TILE
+    padded = torch.empty((1, hp, wp, 2), dtype=torch.float32, device=device)
+    xs = torch.arange(x0, x0 + wp, dtype=dtype, device=device)[None, :]
+    for b0, b1 in _bands(y0, y0 + hp, wp):
         check()
         ys = torch.arange(b0, b1, dtype=dtype, device=device)[:, None]
         for i in range(2):
-            grid[0, b0 - y0:b1 - y0, :, i] = (coef[i, 0] * xs + coef[i, 1] * ys + coef[i, 2]) * pad[i]
+            padded[0, b0 - y0:b1 - y0, :, i] = (coef[i, 0] * xs + coef[i, 1] * ys + coef[i, 2]) * pad[i]
+    grid = padded[:, :h, :w]
+    tiles = padded[0].view(hp // TILE, TILE, wp // TILE, TILE, 2).permute(0, 2, 1, 3, 4)
     inside = torch.from_numpy(transform.inside(s, 2.0 * max(1.0, transform.photo_scale(s)))).to(device).float()
     r = feather_px // 4
     grown = hair_before.bool().float()[None, None]
@@ -267,7 +274,7 @@ def prepare_warp(transform: FaceTransform, photo_hw: tuple[int, int], hair_befor
         grown = _grow_binary(_grow_binary(grown, dilate_px + 2 * r, -1), dilate_px + 2 * r, -2)
     to_padded = norm * np.array([[fw / (fw + 2)], [fh / (fh + 2)]])
     feet = _tile_feet(to_padded, box, fw + 2, fh + 2) if grid.numel() else None
-    return FaceWarp(transform, tuple(photo_hw), s, box, reduced, grid, inside, grown[0, 0], feet)
+    return FaceWarp(transform, tuple(photo_hw), s, box, reduced, grid, inside, grown[0, 0], feet, tiles)
 
 
 def _tile_feet(coef: np.ndarray, box: Box, w: int, h: int) -> np.ndarray:
@@ -505,7 +512,7 @@ def compose_face(photo: np.ndarray, edited: torch.Tensor, mask: torch.Tensor, wa
                  base: np.ndarray | None = None, check: Check = _nothing) -> np.ndarray:
     """``compose_one(photo, *warp_face_warm(edited, mask, warp))``, byte for byte, doing only what shows.
 
-    ``base`` is `clear_layer(photo)` if cached. The warp is sampled only in runs of `TILE` tiles whose
+    ``base`` is `clear_layer(photo)` if cached. The warp is sampled only in the `TILE` tiles whose
     bilinear footprint (`FaceWarp.feet`) holds some non-zero alpha: elsewhere the reference's alpha is an
     exact 0, which leaves the photo's colour, i.e. the base layer."""
     photo = np.asarray(photo)
@@ -513,31 +520,38 @@ def compose_face(photo: np.ndarray, edited: torch.Tensor, mask: torch.Tensor, wa
         raise ValueError(f"expected an [H, W, 3|4] photo, got shape {photo.shape}")
     layer = _base_copy(photo, base, check)
     x0, y0, x1, y1 = warp.box
-    if x1 <= x0 or y1 <= y0 or warp.feet is None:
+    if x1 <= x0 or y1 <= y0 or warp.feet is None or warp.tiles is None:
         return layer
     src = torch.cat([edited.float(), (mask * warp.inside)[None].float()])[None]
     if warp.reduced is not None:
         src = F.interpolate(src, size=warp.reduced, mode="bilinear", antialias=True, align_corners=False)
     src = torch.cat([F.pad(src[:, :3], (1, 1, 1, 1), mode="replicate"), F.pad(src[:, 3:], (1, 1, 1, 1))], 1)
     check()
-    active = _active_tiles(src[0, 3], warp.feet)
+    ty, tx = np.nonzero(_active_tiles(src[0, 3], warp.feet))
     h, w = y1 - y0, x1 - x0
     # One pixel of an 8- or 16-bit layer is one 32- or 64-bit word: "alpha != 0 ? new : base" in one pass.
     word = {1: np.uint32, 2: np.uint64}.get(layer.dtype.itemsize) if layer.dtype.kind == "u" else None
-    for ty, row in enumerate(active):
+    chunk = max(1, TILE_PIXELS // (TILE * TILE))
+    for n0 in range(0, len(ty), chunk):  # the active tiles in a few sampling calls (few parallel regions)
         check()
-        for a, b in _runs(row):
-            r0, r1, c0, c1 = ty * TILE, min((ty + 1) * TILE, h), a * TILE, min(b * TILE, w)
-            grid = warp.grid[:, r0:r1, c0:c1].contiguous()
-            out = F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
-            q = _quantise_t(out.cpu(), photo.dtype).permute(1, 2, 0).numpy()
+        cy, cx = ty[n0:n0 + chunk], tx[n0:n0 + chunk]
+        grid = warp.tiles[torch.from_numpy(cy), torch.from_numpy(cx)]
+        out = F.grid_sample(src, grid.reshape(1, -1, TILE, 2), mode="bilinear", padding_mode="border",
+                            align_corners=False)[0]
+        q = _quantise_t(out.cpu(), photo.dtype).permute(1, 2, 0).numpy().reshape(len(cy), TILE, TILE, 4)
+        # Runs of side-by-side tiles in one tile row are written together.
+        cuts = np.flatnonzero((np.diff(cy) != 0) | (np.diff(cx) != 1)) + 1
+        for a, b in zip(np.r_[0, cuts].tolist(), np.r_[cuts, len(cy)].tolist(), strict=True):
+            r0, c0 = int(cy[a]) * TILE, int(cx[a]) * TILE
+            r1, c1 = min(r0 + TILE, h), min(int(cx[b - 1]) * TILE + TILE, w)
+            run = q[a:b].transpose(1, 0, 2, 3).reshape(TILE, (b - a) * TILE, 4)[:r1 - r0, :c1 - c0]
             dst = layer[y0 + r0:y0 + r1, x0 + c0:x0 + c1]
             if word is not None:
-                q = q.astype(layer.dtype, copy=False)
-                np.copyto(dst.view(word)[..., 0], q.view(word)[..., 0], where=q[..., 3] != 0)
+                run = np.ascontiguousarray(run, dtype=layer.dtype)
+                np.copyto(dst.view(word)[..., 0], run.view(word)[..., 0], where=run[..., 3] != 0)
             else:
-                dst[..., 3] = q[..., 3]
-                np.copyto(dst[..., :3], q[..., :3], where=q[..., 3:] != 0, casting="unsafe")
+                dst[..., 3] = run[..., 3]
+                np.copyto(dst[..., :3], run[..., :3], where=run[..., 3:] != 0, casting="unsafe")
     return layer
 
 
@@ -553,14 +567,3 @@ def _active_tiles(alpha: torch.Tensor, feet: np.ndarray, block: int = 8) -> np.n
     u0, v0 = feet[..., 0] // block, feet[..., 1] // block
     u1, v1 = -(-feet[..., 2] // block), -(-feet[..., 3] // block)
     return (seen[v1, u1] - seen[v0, u1] - seen[v1, u0] + seen[v0, u0]) > 0
-
-
-def _runs(row: np.ndarray, gap: int = 1) -> list[tuple[int, int]]:
-    """Runs [a, b) of True in ``row``, joined across gaps of up to ``gap`` False (fewer, longer samplings)."""
-    idx = np.flatnonzero(row)
-    if len(idx) == 0:
-        return []
-    cuts = np.flatnonzero(np.diff(idx) > gap + 1)
-    starts = np.concatenate([idx[:1], idx[cuts + 1]])
-    ends = np.concatenate([idx[cuts], idx[-1:]]) + 1
-    return list(zip(starts.tolist(), ends.tolist(), strict=True))
