@@ -522,10 +522,7 @@ def compose_face(photo: np.ndarray, edited: torch.Tensor, mask: torch.Tensor, wa
     x0, y0, x1, y1 = warp.box
     if x1 <= x0 or y1 <= y0 or warp.feet is None or warp.tiles is None:
         return layer
-    src = torch.cat([edited.float(), (mask * warp.inside)[None].float()])[None]
-    if warp.reduced is not None:
-        src = F.interpolate(src, size=warp.reduced, mode="bilinear", antialias=True, align_corners=False)
-    src = torch.cat([F.pad(src[:, :3], (1, 1, 1, 1), mode="replicate"), F.pad(src[:, 3:], (1, 1, 1, 1))], 1)
+    src = _padded_source(edited, mask, warp)
     check()
     ty, tx = np.nonzero(_active_tiles(src[0, 3], warp.feet))
     h, w = y1 - y0, x1 - x0
@@ -553,6 +550,24 @@ def compose_face(photo: np.ndarray, edited: torch.Tensor, mask: torch.Tensor, wa
                 dst[..., 3] = run[..., 3]
                 np.copyto(dst[..., :3], run[..., :3], where=run[..., 3:] != 0, casting="unsafe")
     return layer
+
+
+def _padded_source(edited: torch.Tensor, mask: torch.Tensor, warp: FaceWarp) -> torch.Tensor:
+    """`warp_face_warm`'s sampled frame [1, 4, h + 2, w + 2]: colour edge-replicated, alpha zero-padded. Unreduced,
+    it is written straight into place (the same copies and products, without two concatenations and pads)."""
+    if warp.reduced is not None:
+        src = torch.cat([edited.float(), (mask * warp.inside)[None].float()])[None]
+        src = F.interpolate(src, size=warp.reduced, mode="bilinear", antialias=True, align_corners=False)
+        return torch.cat([F.pad(src[:, :3], (1, 1, 1, 1), mode="replicate"), F.pad(src[:, 3:], (1, 1, 1, 1))], 1)
+    s = edited.shape[-1]
+    src = edited.new_empty((1, 4, s + 2, s + 2), dtype=torch.float32)
+    colour, alpha = src[0, :3], src[0, 3]
+    colour[:, 1:-1, 1:-1] = edited
+    colour[:, 1:-1, 0], colour[:, 1:-1, -1] = edited[:, :, 0], edited[:, :, -1]
+    colour[:, 0], colour[:, -1] = colour[:, 1], colour[:, -2]
+    alpha[1:-1, 1:-1] = mask * warp.inside
+    alpha[0], alpha[-1], alpha[:, 0], alpha[:, -1] = 0.0, 0.0, 0.0, 0.0
+    return src
 
 
 def _active_tiles(alpha: torch.Tensor, feet: np.ndarray, block: int = 8) -> np.ndarray:
