@@ -434,9 +434,12 @@ def edit_mask_fast(warp: FaceWarp, hair_after: torch.Tensor, dilate_px: int = DI
         # Pass 1 counts ones (0..2r+1) in uint8; pass 2 sums their float32 values as integers in units of
         # 2**-27 (no nonzero value is below 1/(2r+1) > 2**-4 for r <= 7); passes 3 and 4 sum float64.
         count = _window_sums(_edge_pad(m[y0:y1, x0:x1].view(np.uint8), r, 1), width, 1)
-        lut = (np.arange(width + 1) / width).astype(np.float32)
-        v = _window_sums(_edge_pad(np.ldexp(lut.astype(np.float64), 27).astype(np.int32)[count], r, 0), width, 0)
-        v = (np.ldexp(v.astype(np.float64), -27) / width).astype(np.float32)
+        lut = ((np.arange(width + 1) / width).astype(np.float32).astype(np.float64) * 2.0**27).astype(np.int32)
+        v = _window_sums(_edge_pad(np.take(lut, count), r, 0), width, 0)
+        v = v.astype(np.float64)
+        v *= 2.0**-27  # a power of two: exact
+        v /= width
+        v = v.astype(np.float32)
         check()
         v = _box_blur_np(_box_blur_np(v, r, 1), r, 0)
         out[y0:y1, x0:x1] = v
