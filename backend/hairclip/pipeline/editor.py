@@ -272,7 +272,8 @@ class HairEditor:
 
     def rerender(self, photo: np.ndarray, previous: EditResult, strength: float,
                  progress: Progress = _no_progress) -> EditResult:
-        """The same edit at another strength: synthesis, parsing and compositing only."""
+        """The same edit at another strength: synthesis, parsing and compositing only. ``photo`` must be the
+        photo ``previous`` was made from (its cached warp and clear layer are reused)."""
         prepare(self.device)
         photo = check_photo(photo, "photo")
         return self._render(photo, [f.state for f in previous.faces], strength, False, {}, progress,
@@ -324,7 +325,8 @@ class HairEditor:
             elif len(pieces) == 1 and pieces[0][1] is not None:
                 layer = compose_one(colour[..., :3], pieces[0][1], pieces[0][0][2], done)
             else:
-                layer = compose_layer(colour[..., :3], [p for p, _ in pieces], done, base=states[0].layer)
+                layer = compose_layer(colour[..., :3], [p for p, _ in pieces], done,
+                                      base=states[0].layer if states else None)
         progress("done", 1.0)
         return EditResult(layer, outputs, strength, timings, whole_hair)
 
