@@ -489,14 +489,23 @@ def _window_sums(p: np.ndarray, width: int, axis: int) -> np.ndarray:
 
 def _box_blur_np(m: np.ndarray, r: int, axis: int) -> np.ndarray:
     """`_box_blur` of a float32 [h, w] array along ``axis`` in numpy: the same exact sums, other order."""
-    p = _edge_pad(m.astype(np.float64), r, axis)
-    if axis == 1:  # along rows a running sum is fastest; down columns, whole-row adds are
-        sums = np.cumsum(p, 1)
-        window = np.empty_like(sums[:, 2 * r:])
-        window[:, 0] = sums[:, 2 * r]
-        np.subtract(sums[:, 2 * r + 1:], sums[:, :-2 * r - 1], out=window[:, 1:])
-    else:
-        window = _window_sums(p, 2 * r + 1, axis)
+    if axis == 0:  # down the columns: a running sum, one row in and one out per step (no padded copy)
+        n, w = m.shape[0], 2 * r + 1
+        acc = m[0].astype(np.float64) * (r + 1)  # the replicated edge: r + 1 times the first row, exactly
+        for j in range(1, r + 1):
+            acc += m[min(j, n - 1)]
+        out = np.empty(m.shape, np.float32)
+        step = np.empty_like(acc)
+        for i in range(n):
+            np.divide(acc, w, out=step)
+            out[i] = step
+            acc += m[min(i + r + 1, n - 1)]
+            acc -= m[max(i - r, 0)]
+        return out
+    sums = np.cumsum(_edge_pad(m.astype(np.float64), r, 1), 1)  # along the rows: cumsum is fast there
+    window = np.empty_like(sums[:, 2 * r:])
+    window[:, 0] = sums[:, 2 * r]
+    np.subtract(sums[:, 2 * r + 1:], sums[:, :-2 * r - 1], out=window[:, 1:])
     return np.divide(window, 2 * r + 1, out=window).astype(np.float32)
 
 
