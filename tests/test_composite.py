@@ -204,7 +204,7 @@ def _blobs(size: int, seed: int, cells: int = 12, level: float = 0.6) -> torch.T
     return F.interpolate(noise, size=(size, size), mode="bicubic", align_corners=False)[0, 0] > level
 
 
-@pytest.mark.parametrize(("dilate", "feather"), [(12, 24), (3, 6), (5, 0), (0, 40), (0, 0)])
+@pytest.mark.parametrize(("dilate", "feather"), [(12, 24), (3, 6), (5, 0), (0, 40), (0, 0), (2, 130)])
 def test_fast_edit_mask_is_the_reference_to_the_bit(dilate, feather):
     for seed, level in [(0, 0.6), (1, 0.45), (2, 2.0)]:  # 2.0: no new hair at all
         before, after = _blobs(1024, seed, level=0.65), _blobs(1024, seed + 10, level=level)

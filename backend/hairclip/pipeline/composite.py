@@ -411,10 +411,13 @@ def edit_mask_fast(warp: FaceWarp, hair_after: torch.Tensor, dilate_px: int = DI
     """`edit_mask_warm`, equal to the bit, on the CPU: the growth as a max filter on booleans, the blurs as
     float64 running sums over only the rows and columns the mask reaches (plus the blur's reach), in numpy.
 
-    Every running sum here is exact (0/1 counts, then float32 values no finer than 2**-35 summed to under
-    2**11, well inside float64's 53 bits), so any order or window start gives the reference's sums, and the
-    division by 2r+1 and the rounding to float32 are the same operations."""
+    Every running sum here is exact (0/1 counts, then float32 values no finer than 2**-24 / (2r+1)**3 in sums
+    under 2**11: inside float64's 53 bits for r <= 31, beyond which the reference runs), so any order or
+    window start gives the reference's sums, and the division by 2r+1 and the rounding to float32 are the
+    same operations."""
     r = feather_px // 4
+    if r > 31:
+        return edit_mask_warm(warp, hair_after, dilate_px, feather_px, check)
     grow = dilate_px + 2 * r
     m = hair_after.detach().cpu().numpy().astype(bool)
     if grow > 0:
@@ -422,27 +425,18 @@ def edit_mask_fast(warp: FaceWarp, hair_after: torch.Tensor, dilate_px: int = DI
     m |= warp.grown_before.cpu().numpy() != 0
     out = np.zeros(m.shape, np.float32)
     rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
-    if len(rows) and r > 7:  # the integer pass below needs 2r+1 < 16
-        out = m.astype(np.float32)
-        for _ in range(2):
-            out = _box_blur_np(_box_blur_np(out, r, 1), r, 0)
-    elif len(rows) and r > 0:
+    if len(rows) and r > 0:
         # Beyond 2r+1 px of the mask every pass gives exact zeros, and a zero edge replicates as zeros.
-        n, reach, width = m.shape, 2 * r + 1, 2 * r + 1
-        y0, y1 = max(rows[0] - reach, 0), min(rows[-1] + reach + 1, n[0])
-        x0, x1 = max(cols[0] - reach, 0), min(cols[-1] + reach + 1, n[1])
-        # Pass 1 counts ones (0..2r+1) in uint8; pass 2 sums their float32 values as integers in units of
-        # 2**-27 (no nonzero value is below 1/(2r+1) > 2**-4 for r <= 7); passes 3 and 4 sum float64.
-        count = _window_sums(_edge_pad(m[y0:y1, x0:x1].view(np.uint8), r, 1), width, 1)
-        lut = ((np.arange(width + 1) / width).astype(np.float32).astype(np.float64) * 2.0**27).astype(np.int32)
-        v = _window_sums(_edge_pad(np.take(lut, count), r, 0), width, 0)
-        v = v.astype(np.float64)
-        v *= 2.0**-27  # a power of two: exact
-        v /= width
-        v = v.astype(np.float32)
+        n, width = m.shape, 2 * r + 1
+        y0, y1 = max(rows[0] - width, 0), min(rows[-1] + width + 1, n[0])
+        x0, x1 = max(cols[0] - width, 0), min(cols[-1] + width + 1, n[1])
+        # Pass 1 on 0/1 is a count of ones (small integers), then the reference's float32 value of each count.
+        ones = m[y0:y1, x0:x1].astype(np.uint8 if width < 256 else np.int32)
+        count = _window_sums(_edge_pad(ones, r, 1), width, 1)
+        v = np.take((np.arange(width + 1) / width).astype(np.float32), count)
+        v = _box_blur_np(v, r, 0)
         check()
-        v = _box_blur_np(_box_blur_np(v, r, 1), r, 0)
-        out[y0:y1, x0:x1] = v
+        out[y0:y1, x0:x1] = _box_blur_np(_box_blur_np(v, r, 1), r, 0)
     elif len(rows):
         out[m] = 1.0
     return torch.from_numpy(out).to(hair_after.device).clamp_(0.0, 1.0)
