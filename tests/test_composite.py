@@ -3,16 +3,30 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
+from hairclip.pipeline import composite
 from hairclip.pipeline.align import FaceTransform
 from hairclip.pipeline.composite import (
+    clear_layer,
+    compose_face,
     compose_layer,
+    compose_one,
     edit_mask,
+    edit_mask_fast,
+    edit_mask_warm,
     face_box,
+    prepare_warp,
     restrict_to_photo,
     warp_face,
+    warp_face_warm,
     warp_to_photo,
 )
+from hairclip.pipeline.conditions import Conditions
+from hairclip.pipeline.editor import EditOptions, HairEditor
+from hairclip.pipeline.faces import KnownFaces
+from hairclip.pipeline.models import Models
+from portraits import KeyParser, portrait
 
 H, W = 240, 300
 
@@ -177,3 +191,82 @@ def test_preview_frame_lays_the_face_where_the_square_sits_on_the_reduced_photo(
     cx, cy = (round((v + 0.5) * 0.5 - 0.5) for v in INSIDE.c)
     assert tuple(out[cy, cx]) == (255, 0, 0)  # the square's centre is the face's
     assert tuple(out[2, 2]) == (0, 0, 0) and tuple(out[-3, -3]) == (0, 0, 0)  # far outside: the photo
+
+
+# The fast path (`edit_mask_fast`, `compose_face`, the cached clear layer) against the plain reference path
+# (`edit_mask_warm`, `warp_face_warm`, `compose_one` / `compose_layer`): byte for byte.
+
+
+def _blobs(size: int, seed: int, cells: int = 12, level: float = 0.6) -> torch.Tensor:
+    """A random [size, size] bool mask of smooth blobs that reach the frame's edges (hair-like regions)."""
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.rand(1, 1, cells, cells, generator=g)
+    return F.interpolate(noise, size=(size, size), mode="bicubic", align_corners=False)[0, 0] > level
+
+
+@pytest.mark.parametrize(("dilate", "feather"), [(12, 24), (3, 6), (5, 0), (0, 40), (0, 0), (2, 130)])
+def test_fast_edit_mask_is_the_reference_to_the_bit(dilate, feather):
+    for seed, level in [(0, 0.6), (1, 0.45), (2, 2.0)]:  # 2.0: no new hair at all
+        before, after = _blobs(1024, seed, level=0.65), _blobs(1024, seed + 10, level=level)
+        warp = prepare_warp(INSIDE, (H, W), before, dilate, feather)
+        ref = edit_mask_warm(warp, after, dilate, feather)
+        fast = edit_mask_fast(warp, after, dilate, feather)
+        assert fast.dtype == ref.dtype and torch.equal(fast, ref), (seed, (fast - ref).abs().max())
+        assert 0 < float(ref.mean()) < 1 or level > 1
+
+
+TILTED_NEAR_EDGE = square(265.0, 200.0, 90.0, 2.4)  # upside down and tilted, off the right and bottom edges
+BIG = square(150.0, 120.0, 150.0, -0.6)  # larger on the photo than the 128 frame: no reduction, off three edges
+
+
+@pytest.mark.parametrize("transform", [INSIDE, OFF_EDGE, TILTED_NEAR_EDGE, BIG])
+@pytest.mark.parametrize(("dtype", "channels"), [(np.uint8, 3), (np.uint16, 4), (np.float32, 3)])
+def test_fast_composite_is_the_reference_byte_for_byte(transform, dtype, channels):
+    s = 128 if transform is BIG else 256  # the square smaller on the photo than S is antialiased first
+    photo = _photo(dtype, channels)
+    photo.setflags(write=False)
+    g = torch.Generator().manual_seed(3)
+    edited = torch.rand(3, s, s, generator=g) * 1.2 - 0.1  # out of range too: both clamp
+    warp = prepare_warp(transform, (H, W), _blobs(s, 4), 3, 6)
+    masks = [edit_mask_warm(warp, _blobs(s, 5), 3, 6), torch.zeros(s, s), torch.ones(s, s),
+             (torch.rand(s, s, generator=g) < 0.002).float()]  # isolated pixels: tiny alpha islands
+    for mask in masks:
+        ref = compose_one(photo, *warp_face_warm(edited, mask, warp))
+        for base in (None, clear_layer(photo[..., :3])):
+            fast = compose_face(photo, edited, mask, warp, base)
+            assert fast.dtype == ref.dtype and np.array_equal(fast, ref)
+    assert (ref[..., 3] > 0).any()
+
+
+@pytest.fixture(scope="module")
+def portrait_editor() -> HairEditor:
+    models = Models.random_tiny("cpu", seed=0)
+    models.parser = KeyParser().to(models.device).eval()  # hair where the portrait's hair is drawn
+    return HairEditor(models)
+
+
+def _tilted(face, angle: float, shift: tuple[float, float]):
+    c = face.landmarks.mean(0)
+    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    pts = (face.landmarks - c) @ rot.T + c + shift
+    return type(face)(pts, (*pts.min(0), *pts.max(0)))
+
+
+@pytest.mark.parametrize("case", ["one face", "long hair", "two faces", "tilted at the edge"])
+def test_editor_layers_are_the_same_on_the_fast_and_the_reference_path(portrait_editor, monkeypatch, case):
+    heads = [(150, 130, 100, 560), (290, 130, 100, 560)] if case == "two faces" else [(200, 140, 110, 740)]
+    photo, _, faces = portrait(440 if case == "two faces" else 400, 580 if case == "two faces" else 760, heads)
+    if case == "tilted at the edge":
+        faces = [_tilted(faces[0], 0.5, (-150.0, -60.0))]  # the square pokes out at the top left
+    portrait_editor.models.detector = KnownFaces(faces)
+    cond = Conditions(rgb="#7030a0")
+    options = EditOptions(whole_hair=case == "long hair")
+    layers = []
+    for fast in (False, True):
+        monkeypatch.setattr(composite, "FAST", fast)
+        result = portrait_editor.edit(photo, cond, options)
+        layers.append(result.layer)
+        layers.append(portrait_editor.rerender(photo, result, 0.5).layer)  # a warm strength-only re-render
+    assert (case == "long hair") == result.whole_hair and result.hair_outside_crop > 0.3
+    assert (layers[0][..., 3] > 0).any() and not np.array_equal(layers[0], layers[1])
+    assert np.array_equal(layers[0], layers[2]) and np.array_equal(layers[1], layers[3])

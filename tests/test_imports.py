@@ -171,9 +171,6 @@ def test_the_length_rule_sees_a_long_module(tmp_path, monkeypatch):
     assert long_modules_without_a_reason() == ["long.py"]
 
 
-# TODO(issue 14): the classes of these modules get their one-sentence docstrings on the branches that are
-# rewriting them (weights-lib, composite-speed); the integrator empties this list when those land.
-CLASS_DOCS_PENDING = {"backend/hairclip/pipeline/composite.py"}
 
 
 def classes_without_a_one_sentence_job() -> list[str]:
@@ -190,7 +187,7 @@ def classes_without_a_one_sentence_job() -> list[str]:
 
 
 def test_every_class_says_its_job_in_one_sentence():
-    found = [c for c in classes_without_a_one_sentence_job() if c.split(":")[0] not in CLASS_DOCS_PENDING]
+    found = classes_without_a_one_sentence_job()
     assert not found, f"classes with no docstring, or more than one sentence before its first blank line: {found}"
 
 

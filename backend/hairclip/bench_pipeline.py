@@ -129,6 +129,34 @@ def run_pipeline(device_name: str, repeat: int, size: int, precision: str = "aut
     return 0
 
 
+def official_path_s(models, texts, repeat: int) -> float:
+    """Median seconds of the official code's path for the networks of a warm new-text edit: the CLIP encode of a
+    new text, the mapper and one synthesis from a W+, in the official arithmetic (the plain ops, channels first,
+    float32: what tests/test_parity.py checks against the official code's own numbers)."""
+    import torch
+
+    from hairclip.nets.mapper import tokenize
+    from hairclip.nets.ops import reference_ops
+    from hairclip.pipeline.conditions import hairstyle_text
+    from hairclip.pipeline.edit import apply_offset, edit_offset
+    from hairclip.pipeline.synthesize import synthesize
+
+    decoder, mapper = models.decoder, models.mapper
+    w = models.latent_avg[None, :decoder.n_latent].float()
+    saved, decoder.channels_last = decoder.channels_last, False
+    times = []
+    try:
+        with torch.inference_mode(), reference_ops():
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                emb = mapper.encode_text(tokenize(hairstyle_text(next(texts))).to(w.device)).float()
+                synthesize(decoder, apply_offset(w, edit_offset(mapper, w, emb, None), 1.0))
+                times.append(time.perf_counter() - t0)
+    finally:
+        decoder.channels_last = saved
+    return statistics.median(times)
+
+
 def run_interactive(device_name: str, repeat: int, size: int, precision: str = "auto", tiny: bool = False) -> dict:
     """What the user feels, through a real server on loopback: medians of a new edit's first picture and final
     layer, the exact strength re-render, and a warm edit with new text (photo cached). The plain reference,
@@ -191,12 +219,14 @@ def run_interactive(device_name: str, repeat: int, size: int, precision: str = "
             editor.photo_cache.clear()  # the plain path: W+ still cached (as before), the rest recomputed
             rows["plain"].append(timed(client, EditRequest(source=wire, hairstyle=next(texts), preview=False))[1])
     med = {k: statistics.median(v) for k, v in rows.items()}
-    plain = med["plain"]
+    med["official"] = official_path_s(engine.models, texts, repeat)
+    plain, official = med["plain"], med["official"]
     print(f"{size}x{size} photo, one face, {'tiny random' if tiny else 'full-size random'} networks, {device}, "
           f"threads={torch.get_num_threads()}, through a loopback server, median of {repeat}")
     for key, what in (("first", "new edit, first picture (256 px)"), ("final", "new edit, final layer"),
                       ("rerender", "exact strength re-render"), ("slider", "slider strength rendered ahead"),
                       ("warm_first", "warm new text, first picture"),
                       ("warm_final", "warm new text, final layer"), ("plain", "plain reference (see above)")):
-        print(f"  {what:<34} {med[key]:8.3f} s   {med[key] / plain:5.2f}x plain")
+        print(f"  {what:<34} {med[key]:8.3f} s   {med[key] / plain:5.2f}x plain   {med[key] / official:5.2f}x official")
+    print(f"  {'official path':<34} {official:8.3f} s   (CLIP text, mapper, one synthesis; official_path_s)")
     return med

@@ -19,7 +19,7 @@ import torch
 from hairclip.device import prepare
 from hairclip.images import check_photo
 from hairclip.nets.parsenet import HAIR_LABEL
-from hairclip.pipeline import longhair, parse
+from hairclip.pipeline import composite, longhair, parse
 from hairclip.pipeline.align import (
     AlignedFace,
     FaceTransform,
@@ -31,8 +31,11 @@ from hairclip.pipeline.align import (
 from hairclip.pipeline.cache import LRUCache, content_key
 from hairclip.pipeline.composite import (
     FaceWarp,
+    clear_layer,
+    compose_face,
     compose_layer,
     compose_one,
+    edit_mask_fast,
     edit_mask_warm,
     face_box,
     prepare_warp,
@@ -72,6 +75,7 @@ class FaceState:
     source: str = ""  # the detector that found the face ("dlib", "fan", ...); "aligned" for an aligned crop
     hair: longhair.PhotoHair | None = None  # the photo's hair around the face, beyond the square too
     warp: FaceWarp | None = None  # the warp grid and the original's grown hair, from the photo cache
+    layer: np.ndarray | None = None  # `clear_layer` of the photo, cached per photo and shared by its faces
 
 
 @dataclass
@@ -152,6 +156,7 @@ class HairEditor:
         self.conditions = ConditionEncoder(models.mapper, models.parser, self._reference_crop)
         self.face_cache: LRUCache[list] = LRUCache(16)  # another text on the same photo detects nothing again
         self.photo_cache: LRUCache[PhotoFace] = LRUCache(4)  # ~30 MB a 2048 px face, mostly the warp grid
+        self.layer_cache: LRUCache[np.ndarray] = LRUCache(2)  # 16 MB a 2048 px uint8 photo
 
     def detect(self, rgb8: np.ndarray, key: str | None = None) -> list:
         detector = self.models.detector
@@ -226,7 +231,7 @@ class HairEditor:
             source = "aligned" if options.aligned else faces[i].source
             log.info("face %d: square %s on the photo, found by %s", i, box, source or "an unnamed detector")
             states.append(FaceState(i, face.transform, box, w, offset, hair_before, face, conditions.rgb, source,
-                                    cached.hair, cached.warp))
+                                    cached.hair, cached.warp, self._clear_layer(key, photo)))
         if first_picture is not None:
             with _timed(timings, "first_picture"):
                 first_picture(self.first_look(rgb8, states, options.strength, lambda: progress("first_picture", 0.0)))
@@ -275,9 +280,16 @@ class HairEditor:
             warp = prepare_warp(face.transform, photo_hw, hair_before, check=check)
         return PhotoFace(face, w, hair_before, warp, hair)
 
+    def _clear_layer(self, key: str, photo: np.ndarray) -> np.ndarray | None:
+        if not composite.FAST:
+            return None
+        colour = photo if photo.shape[2] >= 3 else np.repeat(photo[..., :1], 3, 2)
+        return self.layer_cache.get_or_compute(key, lambda: clear_layer(colour[..., :3]))
+
     def rerender(self, photo: np.ndarray, previous: EditResult, strength: float,
                  progress: Progress = _no_progress) -> EditResult:
-        """The same edit at another strength: synthesis, parsing and compositing only."""
+        """The same edit at another strength: synthesis, parsing and compositing only. ``photo`` must be the
+        photo ``previous`` was made from (its cached warp and clear layer are reused)."""
         prepare(self.device)
         photo = check_photo(photo, "photo")
         return self._render(photo, [f.state for f in previous.faces], strength, False, {}, progress,
@@ -286,6 +298,7 @@ class HairEditor:
     def _render(self, photo: np.ndarray, states: list[FaceState], strength: float, with_inversion: bool,
                 timings: dict[str, float], progress: Progress, whole_hair: bool = False) -> EditResult:
         outputs, pieces = [], []
+        deferred = None
         colour = photo if photo.shape[2] >= 3 else np.repeat(photo[..., :1], 3, 2)
         for n, st in enumerate(states):
             progress("synthesize", n / len(states))
@@ -303,10 +316,15 @@ class HairEditor:
             with _timed(timings, "composite"):
                 check()
                 warp = st.warp or prepare_warp(st.transform, photo.shape[:2], st.hair_before, check=check)
-                mask = edit_mask_warm(warp, hair_after[0], check=check)
+                fast = composite.FAST and hair_after.device.type == "cpu"
+                mask = (edit_mask_fast if fast else edit_mask_warm)(warp, hair_after[0], check=check)
                 shown = edited
                 if st.rgb is not None:
                     shown = match_hair_colour(edited, recolour[:, None], st.rgb, check)
+                if fast and len(states) == 1 and not (whole_hair and st.hair is not None):
+                    deferred = ((shown[0] + 1) / 2, mask, warp)  # warped while composed, only where it shows
+                    outputs.append(FaceOutput(st, edited[0], mask, inversion))
+                    continue
                 rgba, box = warp_face_warm((shown[0] + 1) / 2, mask, warp, check)
                 piece = (rgba[:3], rgba[3], box)
                 if whole_hair and st.hair is not None:
@@ -318,10 +336,13 @@ class HairEditor:
         with _timed(timings, "composite"):
             progress("composite", len(states) / (len(states) + 1))
             done = lambda: progress("composite", len(states) / (len(states) + 1))  # noqa: E731
-            if len(pieces) == 1 and pieces[0][1] is not None:
+            if deferred is not None:
+                layer = compose_face(colour[..., :3], *deferred, base=states[0].layer, check=done)
+            elif len(pieces) == 1 and pieces[0][1] is not None:
                 layer = compose_one(colour[..., :3], pieces[0][1], pieces[0][0][2], done)
             else:
-                layer = compose_layer(colour[..., :3], [p for p, _ in pieces], done)
+                layer = compose_layer(colour[..., :3], [p for p, _ in pieces], done,
+                                      base=states[0].layer if states else None)
         progress("done", 1.0)
         return EditResult(layer, outputs, strength, timings, whole_hair)
 
