@@ -286,6 +286,24 @@ def test_a_new_edit_streams_a_256_px_first_picture_before_the_final_layer(server
     assert np.array_equal(image_to_array(quiet[-1].layer), image_to_array(events[-1].layer))  # same final layer
 
 
+def test_the_final_render_goes_on_from_the_first_pictures_synthesis(server, photo, monkeypatch):
+    from hairclip.nets.stylegan2 import Generator
+
+    calls, partial = [], Generator.partial
+
+    def recorded(self, *args, **kwargs):
+        start = kwargs.get("start") if "start" in kwargs else (args[5] if len(args) > 5 else None)
+        out = partial(self, *args, **kwargs)
+        calls.append((start.res if start is not None else 4, out.res))  # from which resolution, to which
+        return out
+
+    monkeypatch.setattr(Generator, "partial", recorded)
+    with Client(server.endpoint) as client:
+        client.submit(EditRequest(source=array_to_image(photo), hairstyle="bob cut")).result(timeout=120)
+    # the job's two: the 1024 render did not redo the 256 px that the first picture made (renders ahead may follow)
+    assert calls[:2] == [(4, 256), (256, 1024)]
+
+
 def test_bench_interactive_tiny_reports_every_figure_with_its_ratio_to_the_plain_path(capsys):
     from hairclip.bench import run_interactive
 

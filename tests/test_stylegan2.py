@@ -159,6 +159,22 @@ def test_stop_at_returns_the_rgb_of_a_smaller_generator_with_the_same_weights():
         g16.synthesis(w, stop_at=12)
 
 
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_a_synthesis_continued_from_a_partial_one_is_the_full_synthesis_to_the_bit(channels_last):
+    g = _small(64)
+    g.channels_last = channels_last
+    w = _w(g)
+    with torch.no_grad():
+        full = g.synthesis(w, randomize_noise=False)
+        part = g.partial(w, randomize_noise=False, stop_at=16)
+        at16 = g.synthesis(w, randomize_noise=False, stop_at=16)
+        went_on = g.synthesis(w, randomize_noise=False, start=part)
+        done = g.partial(w, randomize_noise=False, start=part)
+    assert part.res == 16 and torch.equal(part.skip.contiguous(), at16)
+    assert torch.equal(went_on, full)
+    assert done.res == 64 and torch.equal(g.synthesis(w, randomize_noise=False, start=done), full)
+
+
 def test_channels_last_synthesis_matches_contiguous(g8):
     w = _w(g8, batch=2)
     with torch.no_grad():

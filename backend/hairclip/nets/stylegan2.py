@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -232,6 +233,15 @@ def stylegan2_channels(res: int, channel_multiplier: int = 2) -> int:
     return 512 if res <= 32 else (2**14 * channel_multiplier) // res
 
 
+@dataclass
+class Partial:
+    """A synthesis stopped at ``res`` px: its features and skip image, to go on from without redoing them."""
+
+    out: torch.Tensor
+    skip: torch.Tensor
+    res: int
+
+
 class Generator(nn.Module):
     """Mapping MLP (z -> w), then a 4x4 constant refined by two styled convs per resolution up to ``size``.
 
@@ -318,26 +328,36 @@ class Generator(nn.Module):
 
     def synthesis(self, latent: torch.Tensor, noise: Sequence[torch.Tensor | None] | None = None,
                   randomize_noise: bool = True, stop_at: int | None = None,
-                  check: Callable[[], None] | None = None) -> torch.Tensor:
+                  check: Callable[[], None] | None = None, start: Partial | None = None) -> torch.Tensor:
         """W+ [B, n_latent, C] -> RGB at ``size``, or at ``stop_at`` px (the skip image built so far).
 
-        ``check`` runs before each resolution: a cancellation point inside the synthesis.
+        ``check`` runs before each resolution: a cancellation point inside the synthesis. ``start`` continues
+        a `partial` synthesis of the same W+ and noise instead of starting over (the same bytes).
 
         ``noise=None`` draws fresh noise if ``randomize_noise``, else uses the stored ``noises`` buffers.
         """
+        return self.partial(latent, noise, randomize_noise, stop_at, check, start).skip.contiguous()
+
+    def partial(self, latent: torch.Tensor, noise: Sequence[torch.Tensor | None] | None = None,
+                randomize_noise: bool = True, stop_at: int | None = None,
+                check: Callable[[], None] | None = None, start: Partial | None = None) -> Partial:
+        """`synthesis` up to ``stop_at`` px, keeping the features too, so a later call can go on from there."""
         if stop_at is not None and (stop_at not in self.channels):
             raise ValueError(f"stop_at must be a power of two in [4, {self.size}], got {stop_at}")
         if noise is None:
             noise = ([None] * self.num_layers if randomize_noise
                      else [getattr(self.noises, f"noise_{i}") for i in range(self.num_layers)])
 
-        out = self.input(latent)
-        if self.channels_last if self.channels_last is not None else out.device.type == "cpu":
-            out = out.contiguous(memory_format=CHANNELS_LAST)
-        out = self.conv1(out, latent[:, 0], noise=noise[0])
-        skip = self.to_rgb1(out, latent[:, 1])
-        res = 4
-        for j, to_rgb in enumerate(self.to_rgbs):
+        if start is None:
+            out = self.input(latent)
+            if self.channels_last if self.channels_last is not None else out.device.type == "cpu":
+                out = out.contiguous(memory_format=CHANNELS_LAST)
+            out = self.conv1(out, latent[:, 0], noise=noise[0])
+            skip = self.to_rgb1(out, latent[:, 1])
+            res = 4
+        else:
+            out, skip, res = start.out, start.skip, start.res
+        for j in range(int(math.log2(res)) - 2, len(self.to_rgbs)):
             if res == stop_at:
                 break
             if check is not None:
@@ -345,6 +365,6 @@ class Generator(nn.Module):
             i = 2 * j + 1
             out = self.convs[i - 1](out, latent[:, i], noise=noise[i])
             out = self.convs[i](out, latent[:, i + 1], noise=noise[i + 1])
-            skip = to_rgb(out, latent[:, i + 2], skip)
+            skip = self.to_rgbs[j](out, latent[:, i + 2], skip)
             res *= 2
-        return skip.contiguous()
+        return Partial(out, skip, res)

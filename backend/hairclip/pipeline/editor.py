@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -19,6 +19,7 @@ import torch
 from hairclip.device import prepare
 from hairclip.images import check_photo
 from hairclip.nets.parsenet import HAIR_LABEL
+from hairclip.nets.stylegan2 import Partial
 from hairclip.pipeline import composite, longhair, parse
 from hairclip.pipeline.align import (
     AlignedFace,
@@ -48,7 +49,7 @@ from hairclip.pipeline.edit import apply_offset, edit_offset
 from hairclip.pipeline.faces import Mode, NoFaceFound, Rect, select_faces
 from hairclip.pipeline.invert import Inverter
 from hairclip.pipeline.models import Models
-from hairclip.pipeline.synthesize import synthesize
+from hairclip.pipeline.synthesize import synthesize, synthesize_partial
 from hairclip_shared.protocol import MAX_PREVIEW_SIDE
 
 Progress = Callable[[str, float], None]
@@ -232,16 +233,19 @@ class HairEditor:
             log.info("face %d: square %s on the photo, found by %s", i, box, source or "an unnamed detector")
             states.append(FaceState(i, face.transform, box, w, offset, hair_before, face, conditions.rgb, source,
                                     cached.hair, cached.warp, self._clear_layer(key, photo)))
+        starts: list[Partial] = []  # the first picture's synthesis, which the final one goes on from
         if first_picture is not None:
             with _timed(timings, "first_picture"):
-                first_picture(self.first_look(rgb8, states, options.strength, lambda: progress("first_picture", 0.0)))
+                first_picture(self.first_look(rgb8, states, options.strength, lambda: progress("first_picture", 0.0),
+                                              keep=starts))
         return self._render(photo, states, options.strength, options.return_aligned, timings, progress,
-                            options.whole_hair_for(conditions))
+                            options.whole_hair_for(conditions), starts)
 
     def first_look(self, rgb8: np.ndarray, states: list[FaceState], strength: float,
-                   check: Callable[[], None]) -> np.ndarray:
+                   check: Callable[[], None], keep: list[Partial] | None = None) -> np.ndarray:
         """The first picture: the generator stopped at 256 px, the parser run on that (no 512 resize), colour
-        matching left out; laid over the reduced photo. About a third of the final synthesis on the CPU."""
+        matching left out; laid over the reduced photo. ``keep`` gets each face's stopped synthesis, so the
+        final render goes on from it and the first picture costs only its parse and paste."""
         h, w = rgb8.shape[:2]
         scale = min(1.0, MAX_PREVIEW_SIDE / max(h, w))
         size = (max(1, round(h * scale)), max(1, round(w * scale)))
@@ -252,7 +256,10 @@ class HairEditor:
         faces = []
         for st in states:
             check()
-            edited = synthesize(self.models.decoder, apply_offset(st.w, st.offset, strength), stop_at=res)
+            part = synthesize_partial(self.models.decoder, apply_offset(st.w, st.offset, strength), res)
+            if keep is not None:
+                keep.append(part)
+            edited = part.skip.contiguous().float()
             check()
             with torch.inference_mode():
                 labels = self.models.parser(edited.to(next(self.models.parser.parameters()).dtype)).argmax(1)[0]
@@ -296,7 +303,8 @@ class HairEditor:
                             previous.whole_hair)
 
     def _render(self, photo: np.ndarray, states: list[FaceState], strength: float, with_inversion: bool,
-                timings: dict[str, float], progress: Progress, whole_hair: bool = False) -> EditResult:
+                timings: dict[str, float], progress: Progress, whole_hair: bool = False,
+                starts: Sequence[Partial] = ()) -> EditResult:
         outputs, pieces = [], []
         deferred = None
         colour = photo if photo.shape[2] >= 3 else np.repeat(photo[..., :1], 3, 2)
@@ -304,7 +312,8 @@ class HairEditor:
             progress("synthesize", n / len(states))
             with _timed(timings, "synthesize"):
                 edited = synthesize(self.models.decoder, apply_offset(st.w, st.offset, strength),
-                                    check=lambda n=n: progress("synthesize", n / len(states)))
+                                    check=lambda n=n: progress("synthesize", n / len(states)),
+                                    start=starts[n] if starts else None)
                 inversion = synthesize(self.models.decoder, st.w)[0] if with_inversion else None
             progress("parse", n / len(states))
             with _timed(timings, "parse"):
