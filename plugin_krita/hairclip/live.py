@@ -21,7 +21,7 @@ from hairclip_shared.wording import overall_fraction, stage_text
 
 from . import kritadoc
 from .jobs import CallLater, Connection, EditTask, error_text
-from .model import SettingsStore
+from .model import Observed, SettingsStore
 
 HISTORY = 6  # edits kept; each holds a few full-size layers for Apply
 _SHRINK_AS = {"u8": "u8", "u16": "u16", "f16": "u16", "f32": "f32"}  # same bytes per sample, for shrink only
@@ -49,7 +49,7 @@ class Edit:
     session: RenderSession
 
 
-class LiveModel:
+class LiveModel(Observed):
     """The docker's state and actions, with no widgets, so the mock Krita tests can drive it.
 
     The inputs are the dialog's (Krita's settings); the docker adds the strength.
@@ -67,16 +67,6 @@ class LiveModel:
         self._apply_when_ready: HistoryEntry | None = None
         self.error, self.note = "", ""
         self._listeners: list[Callable[[], None]] = []
-
-    # ------------------------------------------------------------------------------------------ observing
-
-    def subscribe(self, fn: Callable[[], None]) -> None:
-        self._listeners.append(fn)
-
-    def _changed(self) -> None:
-        for fn in list(self._listeners):
-            fn()
-
     @property
     def settings(self) -> EditSettings:
         return self.store.load()

@@ -30,7 +30,20 @@ class SettingsStore:
         self.krita.writeSetting("hairclip", "settings", settings.to_json())
 
 
-class EditModel:
+class Observed:
+    """Lets widgets follow a model: they subscribe a callback, and the model calls them all after a change."""
+
+    _listeners: list[Callable[[], None]]
+
+    def subscribe(self, fn: Callable[[], None]) -> None:
+        self._listeners.append(fn)
+
+    def _changed(self) -> None:
+        for fn in list(self._listeners):
+            fn()
+
+
+class EditModel(Observed):
     """Inputs (saved in Krita's settings), the server connection, the running edit and its outcome."""
 
     def __init__(self, krita, store: SettingsStore, call_later: CallLater,
@@ -46,16 +59,6 @@ class EditModel:
         self.warning = ""  # the last edit left hair outside the face crop (editing.result_warning)
         self._listeners: list[Callable[[], None]] = []
         self._rerender_token = 0
-
-    # ------------------------------------------------------------------------------------------ observing
-
-    def subscribe(self, fn: Callable[[], None]) -> None:
-        self._listeners.append(fn)
-
-    def _changed(self) -> None:
-        for fn in list(self._listeners):
-            fn()
-
     @property
     def presets(self) -> tuple[list[str], list[str]]:
         return presets(self.connection.info)
