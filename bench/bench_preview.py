@@ -16,7 +16,8 @@ import os
 
 from timing import median_s  # bench/timing.py: the script's folder is on sys.path
 
-from hairclip_shared.preview import PREVIEW_SIDE, crossfade, over, shrink, to_rgba8
+from hairclip_shared.pictures import crossfade, over, shrink, to_rgba8
+from hairclip_shared.preview import PREVIEW_SIDE
 from hairclip_shared.protocol import Image
 
 SIDE = 2048

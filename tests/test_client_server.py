@@ -46,6 +46,7 @@ from hairclip_shared import (
     Face,
     Image,
     Limits,
+    NotReady,
     Progress,
     Rect,
     RerenderRequest,
@@ -300,6 +301,17 @@ def test_strength_rerender_uses_the_engine_cache_not_a_full_run():
     assert engine.calls[:2] == [("edit", first.id), ("rerender", again.id, first.id)]
     assert list(dict.fromkeys(stages)) == list(RERENDER_STAGES)
     assert res.layer.tobytes() == expected_tint(bgra(16, 12), 16, 12, (200, 40, 90), 2.0)
+
+
+def test_a_ready_only_look_never_queues_a_job_on_an_engine_that_renders_nothing_ahead():
+    engine = TintTestEngine()  # no ready(): nothing is ever rendered ahead
+    with serving(engine) as srv, Client(srv.endpoint, timeout=2) as client:
+        first = client.submit(request(strength=0.5))
+        first.result(5)
+        with pytest.raises(NotReady) as err:
+            client.rerender(first, 0.6, ready_only=True).result(5)
+    assert err.value.code == "not_ready" and "nothing was queued" in err.value.message
+    assert [c[0] for c in engine.calls] == ["edit"]
 
 
 def test_resubmitting_a_job_id_is_idempotent_and_a_changed_request_conflicts():

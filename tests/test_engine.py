@@ -18,7 +18,16 @@ from hairclip.images import array_to_image, image_to_array, load_image, save_ima
 from hairclip.pipeline.models import Models
 from hairclip.server import Server
 from hairclip_shared.client import Client
-from hairclip_shared.protocol import BadImage, Cancelled, EditRequest, EditResult, Image, JobFailed, Progress
+from hairclip_shared.protocol import (
+    BadImage,
+    Cancelled,
+    EditRequest,
+    EditResult,
+    Image,
+    JobFailed,
+    NotReady,
+    Progress,
+)
 
 
 @pytest.fixture(scope="module")
@@ -334,6 +343,65 @@ def test_idle_server_renders_slider_strengths_ahead_and_serves_them_exactly(engi
     assert first.meta["strength"] == 1.0
     exact = ahead.editor.rerender(photo_kept, previous, 0.9)
     assert np.array_equal(image_to_array(quick.layer), exact.layer)
+
+
+def test_a_look_at_the_renders_ahead_is_answered_at_once_and_never_stops_them(engine, photo, monkeypatch):
+    """A slider's ``ready_only`` look: NotReady while the render ahead runs (which goes on), then that render."""
+    import threading
+
+    ahead = PipelineEngine(engine.models)
+    real_rerender, gate, started = ahead.editor.rerender, threading.Event(), []
+
+    def held_when_ahead(photo, previous, strength, progress):
+        if progress.__name__ == "stop_if_asked":  # a render ahead: held at a cancellation point until let go
+            started.append(strength)
+            while not gate.wait(0.01):
+                progress("synthesize", 0.0)
+        return real_rerender(photo, previous, strength, progress)
+
+    monkeypatch.setattr(ahead.editor, "rerender", held_when_ahead)
+    with Server(ahead, "tcp://127.0.0.1:0") as srv, Client(srv.endpoint) as client:
+        job = client.submit(EditRequest(source=array_to_image(photo), hairstyle="bob cut", preview=False))
+        job.result(timeout=120)
+        _wait_for(lambda: started == [0.9])
+        t0 = time.monotonic()
+        with pytest.raises(NotReady):
+            client.rerender(job, 0.9, ready_only=True).result(timeout=5)
+        assert time.monotonic() - t0 < 2.0  # answered by the socket thread while the worker is busy
+        assert ahead.ahead_stats["interrupted"] == 0 and started == [0.9]  # the render ahead went on
+        gate.set()
+        _wait_for(lambda: ahead.ahead_stats["rendered"] >= 1)
+        look = client.rerender(job, 0.9, ready_only=True).result(timeout=5)
+        again = client.rerender(look.job, 0.9).result(timeout=120)  # a look's job is a base like any other
+        photo_kept, previous = ahead._jobs[job.id][:2]
+    exact = real_rerender(photo_kept, previous, 0.9)
+    assert np.array_equal(image_to_array(look.layer), exact.layer)
+    assert np.array_equal(image_to_array(again.layer), exact.layer)
+
+
+def test_a_look_at_a_strength_far_from_the_last_one_moves_the_renders_ahead_there(engine, photo):
+    ahead = PipelineEngine(engine.models)
+    with Server(ahead, "tcp://127.0.0.1:0") as srv, Client(srv.endpoint) as client:
+        job = client.submit(EditRequest(source=array_to_image(photo), hairstyle="bob cut", preview=False))
+        job.result(timeout=120)
+        with pytest.raises(NotReady):
+            client.rerender(job, 0.35, ready_only=True).result(timeout=5)
+        assert [s for _, s in ahead._plan][:3] == [0.35, 0.3, 0.4]  # where the slider is, nearest first
+        _wait_for(lambda: (job.id, 0.35) in ahead._ahead)
+        look = client.rerender(job, 0.35, ready_only=True).result(timeout=5)
+    assert look.meta["strength"] == 0.35 and ahead.ahead_stats["used"] == 1
+
+
+def test_a_long_slider_session_keeps_the_edit_it_re_renders(photo):
+    """More re-renders than the engine keeps jobs: the edit they all re-render stays cached."""
+    keeper = PipelineEngine(Models.random_tiny("cpu", seed=0), keep_jobs=3)
+    with Server(keeper, "tcp://127.0.0.1:0") as srv, Client(srv.endpoint) as client:
+        job = client.submit(EditRequest(source=array_to_image(photo), colour="red", preview=False))
+        job.result(timeout=120)
+        strengths = [0.3, 0.4, 0.5, 0.6, 0.7]
+        layers = [client.rerender(job, s).result(timeout=120).layer for s in strengths]
+        assert len(keeper._jobs) == 3 and job.id in keeper._jobs
+    assert len({im.tobytes() for im in layers}) == len(strengths)
 
 
 def test_renders_ahead_give_way_to_a_new_job_at_once(engine, photo, monkeypatch):

@@ -4,6 +4,7 @@ against a real server running the box test engine of test_krita_plugin, and test
 from __future__ import annotations
 
 import importlib
+import threading
 
 import numpy as np
 import pytest
@@ -11,21 +12,68 @@ import pytest
 from hairclip.server import Server
 from hairclip_shared import Image
 from hairclip_shared.editing import EditSettings
-from hairclip_shared.protocol import Limits, RerenderRequest
+from hairclip_shared.protocol import SLIDER_STEP, Limits, RerenderRequest
 from test_krita_plugin import BoxEngine, Loop, SyncPool, jobs, kritadoc, mask_of, model_mod, photo_doc
 
 live = importlib.import_module("hairclip_krita.live")  # the plug-in package, as test_krita_plugin loads it
 
 
 class PreviewEngine(BoxEngine):
-    """The box engine, plus a first picture (the photo, grey) streamed before the final layer."""
+    """The box engine, plus a first picture (the photo, grey) streamed before the final layer, and renders
+    ahead: while idle, the grid strengths next to the last one asked, which a ``ready_only`` look takes."""
+
+    def __init__(self):
+        super().__init__()
+        self.lock, self.plan, self.ahead, self.looks = threading.Lock(), [], {}, []
 
     def edit(self, req, ctx):
         if req.preview:
             s = req.source
             ctx.progress("first_picture", 1.0, preview=Image(s.width, s.height, bytes([77]) * (s.width * s.height * 3),
                                                              "RGB", "u8"))
-        return super().edit(req, ctx)
+        result = super().edit(req, ctx)
+        with self.lock:
+            self.ahead.clear()
+            self._plan(ctx.job_id, req.strength)
+        return result
+
+    def rerender(self, r, ctx):
+        result = super().rerender(r, ctx)
+        self.cache[ctx.job_id] = self.cache[r.base]
+        with self.lock:
+            self._plan(r.base, r.strength)
+        return result
+
+    def _plan(self, base, strength):
+        k = round(strength / SLIDER_STEP)
+        grid = {round(j * SLIDER_STEP, 6) for j in (k - 1, k, k + 1)} - {round(strength, 6)}
+        self.plan = [(base, s) for s in sorted(grid, key=lambda s: abs(s - strength)) if (base, s) not in self.ahead]
+
+    def render_ahead(self, interrupted):
+        with self.lock:
+            if not self.plan:
+                return False
+            base, s = self.plan.pop(0)
+        self.ahead[(base, s)] = self._run(self.cache[base], s, Quiet())
+        return bool(self.plan)
+
+    def ready(self, r, job_id):
+        self.looks.append(r.strength)
+        with self.lock:
+            result = self.ahead.get((r.base, r.strength))
+            if result is None and (r.base, r.strength) not in self.plan:
+                self.plan = [(r.base, r.strength)] + [p for p in self.plan if p != (r.base, r.strength)]
+        return result
+
+
+class Quiet:
+    """The progress line of a render ahead: nobody listens."""
+
+    def progress(self, stage, fraction, preview=None):
+        pass
+
+    def check(self):
+        pass
 
 
 @pytest.fixture(scope="module")
@@ -106,8 +154,8 @@ def test_dragging_crossfades_renders_from_the_server_and_release_shows_the_exact
     n = len(engine.requests)
     model.drag(0.65)
     settle(model, loop, lambda: model.frame().kind == "crossfade")
-    asked = sorted(r.strength for r in engine.requests[n:] if isinstance(r, RerenderRequest))
-    assert asked == [0.6, 0.7]
+    assert {0.6, 0.7} <= set(engine.looks)  # looked at; the looks moved the server's renders ahead there
+    assert not any(isinstance(r, RerenderRequest) for r in engine.requests[n:])  # and nothing was queued
     assert model.frame().parts == ((0.6, pytest.approx(0.5)), (0.7, pytest.approx(0.5)))
     assert model.current.strength == 1.0  # the entry changes only on release
     model.release(0.65)

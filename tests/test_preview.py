@@ -1,20 +1,13 @@
-"""hairclip_shared.preview: the pictures and the slider/history state both plug-ins' live previews use."""
+"""hairclip_shared.pictures and .preview: the pictures and the slider/history state both plug-ins' live previews use."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from hairclip_shared.preview import (
-    History,
-    RenderSession,
-    StrengthPreview,
-    crossfade,
-    over,
-    shrink,
-    to_rgba8,
-)
-from hairclip_shared.protocol import Cancelled, EditResult, Image
+from hairclip_shared.pictures import crossfade, over, shrink, to_rgba8
+from hairclip_shared.preview import History, RenderSession, StrengthPreview
+from hairclip_shared.protocol import BadRequest, Cancelled, EditResult, Image, NotReady
 
 rng = np.random.default_rng(0)
 
@@ -185,8 +178,6 @@ def test_render_session_fetches_neighbours_cancels_abandoned_asks_and_keeps_resu
 
 
 def test_render_session_on_a_forgotten_edit_stops_asking_and_says_why():
-    from hairclip_shared.protocol import BadRequest
-
     jobs = []
 
     def rerender(s):
@@ -200,6 +191,96 @@ def test_render_session_on_a_forgotten_edit_stops_asking_and_says_why():
     assert sess.stale and "no longer holds" in sess.error and len(jobs) == 1
     sess.release(0.7)
     assert len(jobs) == 1 and sess.frame().kind == "nearest"
+
+
+class Server:
+    """What a session sees of a server: looks answered from the renders made ahead, and queued jobs."""
+
+    def __init__(self, ahead=()):
+        self.ahead = set(ahead)
+        self.looks: list[float] = []
+        self.jobs: list[FakeJob] = []
+
+    def ready(self, s):
+        self.looks.append(s)
+        job = FakeJob(s)
+        job.events.append(layer(round(s * 100)) if s in self.ahead else NotReady("not yet"))
+        return job
+
+    def rerender(self, s):
+        self.jobs.append(FakeJob(s))
+        return self.jobs[-1]
+
+
+def looking_session(server, clock):
+    return RenderSession(server.rerender, Image(16, 8, bytes(16 * 8 * 4), "BGRA", "u8"), layer(100), 1.0, side=8,
+                         ready=server.ready, clock=lambda: clock[0])
+
+
+def test_the_first_drag_finds_the_renders_the_server_made_ahead_without_queueing_a_job():
+    server, clock = Server(ahead={0.9, 1.1}), [0.0]
+    sess = looking_session(server, clock)
+    assert sess.looks == {} and sess.pending  # nothing asked before the first poll: the edit has just come
+    sess.poll()
+    assert server.looks == [0.9, 1.1, 0.8, 1.2] and server.jobs == []  # nearest first, within two steps
+    sess.poll()  # 0.9 and 1.1 were ready; 0.8 and 1.2 are not, and are looked at again after a wait
+    assert set(sess.view.pictures) == {1.0, 0.9, 1.1} and len(server.looks) == 4
+    sess.move(1.05)  # the first drag: both grid neighbours are already here
+    f = sess.frame()
+    assert f.kind == "crossfade" and [s for s, _ in f.parts] == [1.0, 1.1] and server.jobs == []
+    clock[0] += 0.3
+    server.ahead |= {1.2}
+    sess.poll()  # the look goes out ...
+    sess.poll()  # ... and its answer comes in
+    assert 1.2 in sess.view.pictures and server.jobs == []
+
+
+def test_a_drag_only_looks_and_the_release_queues_the_exact_render():
+    server, clock = Server(), [0.0]
+    sess = looking_session(server, clock)
+    sess.move(0.55)
+    assert server.jobs == [] and set(server.looks[:2]) == {0.5, 0.6}  # the look moves the server's plan here
+    assert sess.frame().kind == "nearest"
+    sess.release(0.55)
+    assert [j.strength for j in server.jobs] == [0.55]
+    server.jobs[0].events.append(layer(55))
+    sess.poll()
+    assert sess.frame().kind == "exact" and not sess.busy
+
+
+def test_looks_wait_longer_each_time_and_stop_a_while_after_the_slider_rests():
+    server, clock = Server(), [0.0]
+    sess = looking_session(server, clock)
+    times = []
+    while clock[0] < 80:
+        before = server.looks.count(0.9)
+        sess.poll()
+        if server.looks.count(0.9) > before:
+            times.append(clock[0])
+        clock[0] = round(clock[0] + 0.05, 2)
+    gaps = [round(b - a - 0.05, 2) for a, b in zip(times, times[1:], strict=False)]  # a "not yet" is read a tick on
+    assert gaps[:4] == [0.25, 0.5, 1.0, 2.0] and set(gaps[4:]) == {2.0}
+    assert times[-1] <= 60 and not sess.pending  # LOOK_FOR_S after the last move: the plug-in's timer may stop
+    n = len(server.looks)
+    sess.move(0.95)  # a move starts the looks again
+    assert sess.pending and len(server.looks) > n
+
+
+def test_an_older_server_without_looks_gets_plain_jobs_as_before():
+    server, clock = Server(), [0.0]
+
+    def old_ready(s):
+        job = FakeJob(s)
+        job.events.append(BadRequest("unknown field 'ready_only'", "unknown_field"))
+        return job
+
+    sess = RenderSession(server.rerender, Image(16, 8, bytes(16 * 8 * 4), "BGRA", "u8"), layer(100), 1.0,
+                         side=8, ready=old_ready, clock=lambda: clock[0])
+    sess.poll()  # the looks go out ...
+    sess.poll()  # ... and are refused
+    assert sess.looking_for() == [] and sess.error == ""
+    sess.move(1.45)
+    assert [j.strength for j in server.jobs] == [1.4, 1.5]
 
 
 def test_history_keeps_the_newest_first_within_its_limit_and_drops_on_request():

@@ -32,7 +32,7 @@ class PipelineEngine:
         self.editor = HairEditor(models)
         self.keep_jobs = keep_jobs
         self._jobs: OrderedDict[str, tuple[np.ndarray, EditResult, str, str]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # the jobs, roots, renders ahead and plan: the socket thread reads them too
         self._device = f"{_describe(models.device)}; precision: {models.plan.describe()}"
         # Strength slider: (edit job, strength) renders made ahead while idle, and the ones still to make.
         self._root: dict[str, str] = {}  # job -> the edit job it re-renders (itself for an edit)
@@ -67,50 +67,80 @@ class PipelineEngine:
 
         result = self.editor.edit(photo, conditions, options, progress=ctx.progress,
                                   first_picture=first_picture if request.preview else None)
-        self._ahead.clear()  # a new edit: the slider renders of the old one are no longer wanted
-        self._remember(ctx.job_id, photo, result, request.out_channels, request.out_depth)
-        self._root[ctx.job_id] = ctx.job_id
-        self._plan_ahead(ctx.job_id, result.strength)
+        with self._lock:
+            self._ahead.clear()  # a new edit: the slider renders of the old one are no longer wanted
+            self._remember(ctx.job_id, photo.copy(), result, request.out_channels, request.out_depth)
+            self._root[ctx.job_id] = ctx.job_id
+            self._plan_ahead(ctx.job_id, result.strength)
         return self._wire(result, request.out_channels, request.out_depth, request.return_aligned)
 
     def rerender(self, request, ctx) -> WireResult:
         with self._lock:
-            base = self._jobs.get(request.base)
-        if base is None:
-            raise BadRequest(f"job {request.base!r} is not in the server's cache; run the edit again",
-                             "unknown_job")
-        photo, previous, channels, depth = base
-        root = self._root.get(request.base, request.base)
-        result = self._ahead.get((root, round(request.strength, 6)))
+            photo, previous, channels, depth = self._base(request.base)
+            root = self._root.get(request.base, request.base)
+            result = self._ahead.get((root, round(request.strength, 6)))
         if result is not None:
             self.ahead_stats["used"] += 1
         else:
             result = self.editor.rerender(photo, previous, request.strength, progress=ctx.progress)
-        self._remember(ctx.job_id, photo, result, channels, depth)
-        self._root[ctx.job_id] = root
-        self._plan_ahead(root, request.strength)
+        with self._lock:
+            self._remember(ctx.job_id, photo, result, channels, depth)
+            self._root[ctx.job_id] = root
+            self._plan_ahead(root, request.strength)
         return self._wire(result, channels, depth, False)
 
-    def _plan_ahead(self, root: str, strength: float, reach: int = 2) -> None:
-        """The grid strengths nearest ``strength`` first, up to ``reach`` steps either side."""
+    def ready(self, request, job_id: str) -> WireResult | None:
+        """The render ahead at ``request.strength`` if the idle worker has finished it, else None; runs on the
+        socket thread, so a plug-in can look without queueing a job (which would interrupt the renders ahead).
+        A strength not yet planned moves the plan there: the slider is where the user is."""
+        with self._lock:
+            photo, _, channels, depth = self._base(request.base)
+            root = self._root.get(request.base, request.base)
+            key = (root, round(request.strength, 6))
+            result = self._ahead.get(key)
+            if result is None:
+                if key not in self._plan:
+                    self._plan_ahead(root, request.strength, include=True)
+                return None
+            self.ahead_stats["used"] += 1
+            self._remember(job_id, photo, result, channels, depth)
+            self._root[job_id] = root
+        return self._wire(result, channels, depth, False)
+
+    def _base(self, job: str) -> tuple[np.ndarray, EditResult, str, str]:
+        """A cached job, refreshed in the cache (a long slider session must not evict the edit it re-renders)."""
+        base = self._jobs.get(job)
+        if base is None:
+            raise BadRequest(f"job {job!r} is not in the server's cache; run the edit again", "unknown_job")
+        self._jobs.move_to_end(job)
+        root = self._root.get(job, job)
+        if root in self._jobs:
+            self._jobs.move_to_end(root)
+        return base
+
+    def _plan_ahead(self, root: str, strength: float, reach: int = 2, include: bool = False) -> None:
+        """The grid strengths nearest ``strength`` first (``strength`` itself with ``include``), up to ``reach``
+        steps either side, skipping those already rendered."""
         lo, hi = STRENGTH_RANGE
         k = round(strength / SLIDER_STEP)
         grid = {round(j * SLIDER_STEP, 6) for j in range(k - reach, k + reach + 1)}
-        near = sorted((s for s in grid if lo <= s <= hi and abs(s - strength) > 1e-9 and (root, s) not in self._ahead),
-                      key=lambda s: (abs(s - strength), s))
+        if include:
+            grid.add(round(strength, 6))
+        near = sorted((s for s in grid if lo <= s <= hi and (include or abs(s - strength) > 1e-9)
+                       and (root, s) not in self._ahead), key=lambda s: (abs(s - strength), s))
         self._plan = [(root, s) for s in near]
 
     def render_ahead(self, interrupted) -> bool:
         """One planned slider render, while the server is idle; stopped by ``interrupted()`` (a queued job) at
         its next cancellation point. Returns whether more are planned."""
-        if not self._plan:
-            return False
-        root, strength = self._plan[0]
         with self._lock:
+            if not self._plan:
+                return False
+            root, strength = self._plan[0]
             base = self._jobs.get(root)
-        if base is None:
-            self._plan.clear()
-            return False
+            if base is None:
+                self._plan.clear()
+                return False
 
         def stop_if_asked(stage: str, fraction: float) -> None:
             if interrupted():
@@ -121,18 +151,21 @@ class PipelineEngine:
         except _Interrupted:
             self.ahead_stats["interrupted"] += 1
             return False  # the plan stays; the next job replaces it
-        self._plan.pop(0)
-        self._ahead[(root, strength)] = result
-        while len(self._ahead) > 2 * 2:  # each holds a full layer and the faces' renders
-            self._ahead.popitem(last=False)
-        self.ahead_stats["rendered"] += 1
-        return bool(self._plan)
+        with self._lock:
+            if (root, strength) in self._plan:  # a look at another strength may have re-planned meanwhile
+                self._plan.remove((root, strength))
+            self._ahead[(root, strength)] = result
+            while len(self._ahead) > 2 * 2:  # each holds a full layer and the faces' renders
+                self._ahead.popitem(last=False)
+            self.ahead_stats["rendered"] += 1
+            return bool(self._plan)
 
     def _remember(self, job: str, photo: np.ndarray, result: EditResult, channels: str, depth: str) -> None:
+        """Keep a finished job; an edit's photo is a copy (the frame buffer goes away), a re-render shares it."""
         with self._lock:
-            self._jobs[job] = (photo.copy(), result, channels, depth)  # the frame buffer goes away
+            self._jobs[job] = (photo, result, channels, depth)
             while len(self._jobs) > self.keep_jobs:
-                self._jobs.popitem(last=False)
+                self._root.pop(self._jobs.popitem(last=False)[0], None)
 
     def _wire(self, result: EditResult, channels: str, depth: str, aligned: bool) -> WireResult:
         faces = [Face((x0, y0, x1 - x0, y1 - y0), True) for x0, y0, x1, y1 in result.boxes]
@@ -155,7 +188,8 @@ class PipelineEngine:
     def close(self) -> None:
         with self._lock:
             self._jobs.clear()
-        self._ahead.clear()
+            self._ahead.clear()
+            self._plan.clear()
 
 
 class _Interrupted(Exception):

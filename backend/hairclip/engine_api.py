@@ -58,6 +58,10 @@ class Engine(Protocol):
         """
         ...
 
+    # Optional, found with getattr: render_ahead(interrupted) -> more, run by the idle worker, and
+    # ready(request, job_id) -> EditResult | None, run on the socket thread for a ``ready_only`` re-render
+    # (a render ahead already made, or None; never the GPU work itself).
+
 
 class JobContext:
     """The engine's line back to the server: progress reports that double as cancellation points."""

@@ -66,6 +66,7 @@ class JobQueue:
         self._queued_bytes = 0
         self._running: Job | None = None
         self._stopping = False
+        self._nudged = False  # see nudge()
         self._jobs: dict[str, Job] = {}  # queued or running; only the socket thread changes it
         self._done: OrderedDict[str, Job] = OrderedDict()
         self._done_bytes = 0
@@ -168,15 +169,23 @@ class JobQueue:
     # ------------------------------------------------------------------------------------------ worker thread
 
     def take(self, timeout: float | None = None) -> Job | None:
-        """The next job, now running; None once stopping (or after `timeout` seconds with nothing queued)."""
+        """The next job, now running; None once stopping, after `timeout` seconds with nothing queued, or when
+        `nudge`d (the idle worker then looks for renders ahead again)."""
         with self._cond:
-            self._cond.wait_for(lambda: self._queue or self._stopping, timeout)
+            self._cond.wait_for(lambda: self._queue or self._stopping or self._nudged, timeout)
+            self._nudged = False
             if self._stopping or not self._queue:
                 return None
             job = self._queue.popleft()
             self._queued_bytes -= job.nbytes
             job.state, self._running = "running", job
             return job
+
+    def nudge(self) -> None:
+        """Wake an idle worker without a job: a look at the renders ahead may have given it new ones to make."""
+        with self._cond:
+            self._nudged = True
+            self._cond.notify_all()
 
     def waiting(self) -> bool:
         """A job is queued or the server is stopping: what interrupts the idle worker's renders ahead."""

@@ -40,6 +40,7 @@ from hairclip_shared.protocol import (
     HairclipError,
     JobFailed,
     Limits,
+    NotReady,
     RerenderRequest,
     ServerInfo,
     check_fields,
@@ -168,7 +169,8 @@ class Server:
                 raise BadRequest(f"{op!r} takes no pixel frames; {len(frames)} came.", "bad_frames")
             getattr(self, f"_on_{op}")(peer, header, frames)
         except HairclipError as e:
-            log.info("rejected %s from %s: %s", (op or "a message")[:40], peer_name(peer), e)
+            (log.debug if isinstance(e, NotReady) else log.info)(  # a slider's looks are routine
+                "rejected %s from %s: %s", (op or "a message")[:40], peer_name(peer), e)
             self._send(peer, error_header(e, job=job, req=req))
         except Exception:
             log.exception("error while handling %s from %s", (op or "a message")[:40], peer_name(peer))
@@ -204,7 +206,22 @@ class Server:
         self._submit(peer, header, build, sum(len(f.buffer) for f in frames))
 
     def _on_rerender(self, peer: bytes, header: dict, frames: list) -> None:
-        self._submit(peer, header, lambda: RerenderRequest(header["base"], header["strength"]), 0)
+        if header.get("ready_only"):
+            self._answer_ready(peer, header)
+        else:
+            self._submit(peer, header, lambda: RerenderRequest(header["base"], header["strength"]), 0)
+
+    def _answer_ready(self, peer: bytes, header: dict) -> None:
+        """A ``ready_only`` re-render, answered here and now: the render the idle worker made ahead, or
+        NotReady. Nothing is queued, so the worker's render ahead is not interrupted by the look."""
+        job_id = check_id(header["job"], "The job id")
+        request = RerenderRequest(header["base"], header["strength"], True)
+        ready = getattr(self.engine, "ready", None)
+        result = ready(request, job_id) if callable(ready) else None
+        if result is None:
+            self.jobs.nudge()  # the look may have moved the engine's plan: an idle worker starts on it
+            raise NotReady(f"Strength {request.strength:g} is not rendered ahead yet; nothing was queued.")
+        self._send(peer, *result.to_wire(job_id))
 
     def _submit(self, peer: bytes, header: dict, build: Callable[[], EditRequest | RerenderRequest],
                 nbytes: int) -> None:

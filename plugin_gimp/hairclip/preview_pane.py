@@ -15,7 +15,8 @@ from gi.repository import GdkPixbuf, GLib, Gtk
 
 from hairclip_shared import Client, EditResult, HairclipError, Image, Progress, ServerNotRunning
 from hairclip_shared.editing import EditSettings, not_running_message
-from hairclip_shared.preview import PREVIEW_SIDE, RenderSession, shrink, strength_key, to_rgba8
+from hairclip_shared.pictures import shrink, to_rgba8
+from hairclip_shared.preview import PREVIEW_SIDE, RenderSession, strength_key
 
 REST_MS = 300  # the slider counts as released once it rests this long (GIMP's scale entry has no release signal)
 FRAME_TEXT = {"exact": "Preview at strength {s:.2f}", "crossfade": "Cross-fade at {s:.2f}",
@@ -108,7 +109,8 @@ class PreviewPane:
 
     def _done(self, settings: EditSettings, source: Image, job_id: str, result: EditResult) -> None:
         client = self.client
-        self.session = RenderSession(lambda s: client.rerender(job_id, s), source, result, settings.strength)
+        self.session = RenderSession(lambda s: client.rerender(job_id, s), source, result, settings.strength,
+                                     ready=lambda s: client.rerender(job_id, s, ready_only=True))
         self.settings = settings
         self.button.set_sensitive(True)
         self._slid()  # the slider may have moved while the edit ran

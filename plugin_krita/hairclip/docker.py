@@ -23,7 +23,7 @@ def _qimage(image) -> QtGui.QImage:
     """An RGBA u8 picture (hairclip_shared.preview) as a QImage that owns its pixels."""
     rgba = image if image.channels == "RGBA" else None
     if rgba is None:
-        from hairclip_shared.preview import to_rgba8
+        from hairclip_shared.pictures import to_rgba8
         rgba = to_rgba8(image)
     return QtGui.QImage(rgba.tobytes(), rgba.width, rgba.height, 4 * rgba.width,
                         QtGui.QImage.Format.Format_RGBA8888).copy()

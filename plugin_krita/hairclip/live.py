@@ -14,8 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 from hairclip_shared.editing import EditSettings, layer_name
+from hairclip_shared.pictures import shrink
 from hairclip_shared.pixels import to_wire
-from hairclip_shared.preview import PREVIEW_SIDE, THUMB_SIDE, Frame, History, HistoryEntry, RenderSession, shrink
+from hairclip_shared.preview import PREVIEW_SIDE, THUMB_SIDE, Frame, History, HistoryEntry, RenderSession
 from hairclip_shared.protocol import Image
 from hairclip_shared.wording import overall_fraction, stage_text
 
@@ -79,7 +80,7 @@ class LiveModel(Observed):
     def pending(self) -> bool:
         """Is there anything for tick() to do?"""
         return (self.generating or (self.applying is not None and not self.applying.finished)
-                or self._apply_when_ready is not None or any(e.payload.session.busy for e in self.history.entries))
+                or self._apply_when_ready is not None or any(e.payload.session.pending for e in self.history.entries))
 
     @property
     def session(self) -> RenderSession | None:
@@ -150,8 +151,12 @@ class LiveModel(Observed):
         def rerender(strength: float):
             return conn.client().rerender(base, strength)
 
+        def look(strength: float):  # a render the idle server made ahead, or not_ready; never queued
+            return conn.client().rerender(base, strength, ready_only=True)
+
         try:
-            session = RenderSession(rerender, source_picture(task.source), task.result, task.settings.strength)
+            session = RenderSession(rerender, source_picture(task.source), task.result, task.settings.strength,
+                                    ready=look)
         except Exception as e:  # noqa: BLE001 - a result the preview cannot show is still an error to see
             self.error = error_text(e)
             return self._changed()
@@ -159,6 +164,8 @@ class LiveModel(Observed):
         edit = Edit(task.doc, task.source, task.settings, task.ref_names, session)
         for old in self.history.entries[self.history.limit - 1:]:  # about to fall off the history
             old.payload.session.cancel()
+        if self.current is not None:
+            self.current.payload.session.rest()  # the server's renders ahead are for the new edit now
         self.current = self.history.add(conditions_text(task.settings, task.ref_names), task.settings.strength,
                                          thumb, edit)
         self.note = f"Previewing '{self.current.conditions}': Apply adds it as a layer."
@@ -172,6 +179,8 @@ class LiveModel(Observed):
     def select(self, entry_id: int) -> None:
         entry = self.history.get(entry_id)
         if entry is not None and entry is not self.current:
+            if self.current is not None:
+                self.current.payload.session.rest()
             self.current = entry
             entry.payload.session.release(entry.strength)
             self._changed()
@@ -237,7 +246,7 @@ class LiveModel(Observed):
                 changed |= before != (t.state, t.stage, t.fraction, t.preview is not None)
         for entry in self.history.entries:
             s = entry.payload.session
-            if s.busy and s.poll():
+            if s.pending and s.poll():
                 changed = True
                 if entry is self.current and s.frame().kind == "exact" and not s.view.dragging:
                     entry.thumbnail = shrink(s.frame().image, THUMB_SIDE)

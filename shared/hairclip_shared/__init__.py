@@ -22,6 +22,7 @@ from .protocol import (
     Image,
     JobFailed,
     Limits,
+    NotReady,
     Progress,
     ProtocolError,
     Rect,
@@ -36,6 +37,6 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_ENDPOINT", "PROTOCOL_VERSION", "STRENGTH_RANGE", "Accepted", "AuthFailed", "BadImage", "BadRequest",
     "Busy", "Cancelled", "Client", "CurveKeys", "EditRequest", "EditResult", "Face", "HairclipError", "Image", "Job",
-    "JobFailed", "Limits", "Progress", "ProtocolError", "Rect", "RerenderRequest", "ServerInfo",
+    "JobFailed", "Limits", "NotReady", "Progress", "ProtocolError", "Rect", "RerenderRequest", "ServerInfo",
     "ServerNotRunning", "Timeout",
 ]

@@ -225,10 +225,17 @@ class Client:
         parse_images(specs, frames, self.limits, EDIT_ROLES)  # fail here, not by a dropped connection
         return self._start_job({"op": "edit", "params": params, "images": specs}, frames, job_id)
 
-    def rerender(self, base: Job | str, strength: float, job_id: str | None = None) -> Job:
-        """Cheap re-render of a finished edit at a new strength (the server reuses its caches)."""
-        req = RerenderRequest(base.id if isinstance(base, Job) else base, strength)
-        return self._start_job({"op": "rerender", "base": req.base, "strength": req.strength}, [], job_id)
+    def rerender(self, base: Job | str, strength: float, job_id: str | None = None, *,
+                 ready_only: bool = False) -> Job:
+        """Cheap re-render of a finished edit at a new strength (the server reuses its caches).
+
+        ``ready_only`` asks only for a render the server made ahead while idle: the job ends at once with it,
+        or with `NotReady`, and never queues (a queued job would interrupt the renders ahead)."""
+        req = RerenderRequest(base.id if isinstance(base, Job) else base, strength, ready_only)
+        header = {"op": "rerender", "base": req.base, "strength": req.strength}
+        if ready_only:
+            header["ready_only"] = True  # only when asked: a server that predates it refuses the field
+        return self._start_job(header, [], job_id)
 
     def edit(self, request: EditRequest, timeout: float | None = None) -> EditResult:
         """Blocking edit; for batch scripts and worker threads."""

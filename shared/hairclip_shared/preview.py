@@ -2,151 +2,45 @@
 
 Pure Python (no numpy, Qt or GTK), like the rest of hairclip_shared, so it runs in the editors' Pythons.
 
-Pictures
-    shrink(image, side) -> Image              nearest-neighbour reduction (an integer step) to <= side px
-    to_rgba8(image) -> Image                  any protocol image -> RGBA u8, for display
-    over(base, layer) -> Image                a result layer (alpha = the edit) laid over the source, both RGBA u8
-    crossfade(a, b, weight_b) -> Image        two same-sized RGBA u8 pictures mixed, in C-speed big-int steps
+The pictures it mixes come from `hairclip_shared.pictures`.
+
 State
     StrengthPreview                           which strength's picture to show while the slider moves, and
                                               which renders to ask for (cross-fade while dragging, exact on release)
-    RenderSession                             a finished edit's renders at other strengths, fetched with
-                                              `Client.rerender` (renders the idle server made ahead come back at once)
+    RenderSession                             a finished edit's renders at other strengths: it looks for the ones
+                                              the idle server made ahead (`ready_only`, never queued) around the
+                                              slider, and asks `Client.rerender` for the exact one on release
     History, HistoryEntry                     the last edits: conditions, strength, thumbnail; apply or drop
 """
 
 from __future__ import annotations
 
-import array
 import math
-import re
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .pictures import crossfade, over, shrink, to_rgba8
 from .protocol import (
-    CHANNELS,
-    DEPTHS,
     SLIDER_STEP,
     STRENGTH_RANGE,
     Cancelled,
     EditResult,
     HairclipError,
     Image,
+    NotReady,
     slider_crossfade,
 )
 
 PREVIEW_SIDE = 256  # px: the docker's and the GIMP dialog's preview, and what a cross-fade mixes
 THUMB_SIDE = 64  # px: a history entry's thumbnail
-_CAST = {1: "B", 2: "H", 4: "I", 8: "Q"}  # memoryview formats that take a whole pixel as one item
+LOOK_AGAIN_S = (0.25, 0.5, 1.0, 2.0)  # the waits before looking again at a strength not rendered ahead yet
+LOOK_FOR_S = 60.0  # how long after the slider last moved a session keeps looking for renders ahead
 
 
-# ---------------------------------------------------------------------------------------------- pictures
-
-def shrink(image: Image, side: int) -> Image:
-    """``image`` reduced by a whole step so its longer side is at most ``side`` (nearest neighbour, same format).
-
-    A whole step keeps this to strided slices done in C: a 2048 px layer becomes a 256 px picture in
-    milliseconds, which a preview needs more than a smooth filter."""
-    w, h = image.width, image.height
-    step = max(1, math.ceil(max(w, h) / max(1, side)))
-    if step == 1:
-        return image
-    px = CHANNELS[image.channels] * DEPTHS[image.depth]
-    row_bytes = w * px
-    mv = memoryview(image.data).cast("B")
-    fmt = _CAST.get(px)
-    rows = []
-    for y in range(0, h, step):
-        row = mv[y * row_bytes:(y + 1) * row_bytes]
-        if fmt is not None:
-            rows.append(row.cast(fmt)[::step].tobytes())
-        else:
-            rows.append(b"".join(row[i:i + px] for i in range(0, row_bytes, px * step)))
-    return Image(len(range(0, w, step)), len(rows), b"".join(rows), image.channels, image.depth)
-
-
-def _samples_u8(image: Image) -> bytes:
-    """Every sample as one byte (u16: the high byte; f32: clamped and rounded)."""
-    raw = memoryview(image.data).cast("B")
-    if image.depth == "u8":
-        return bytes(raw)
-    if image.depth == "u16":
-        return bytes(raw[1::2])  # little-endian: the high byte is the second
-    vals = array.array("f")
-    vals.frombytes(raw)
-    return bytes(0 if not v > 0 else 255 if v >= 1 else int(v * 255 + 0.5) for v in vals)
-
-
-def to_rgba8(image: Image) -> Image:
-    """Any protocol image as RGBA u8 (opaque when it has no alpha; an 'A' image as grey)."""
-    if image.channels == "RGBA" and image.depth == "u8":
-        return image
-    s = _samples_u8(image)
-    ch = image.channels
-    n = image.width * image.height
-    k = CHANNELS[ch]
-    out = bytearray(b"\xff" * (4 * n))
-    for i, c in enumerate("RGB"):
-        out[i::4] = s[ch.index(c if c in ch else "A")::k]
-    if "A" in ch and ch != "A":
-        out[3::4] = s[ch.index("A")::k]
-    return Image(image.width, image.height, bytes(out), "RGBA", "u8")
-
-
-_PARTIAL = re.compile(rb"[\x01-\xfe]")
-_SOME = re.compile(rb"[^\x00]+")
-
-
-def over(base: Image, layer: Image) -> Image:
-    """``layer`` composited over ``base`` (both RGBA u8, same size), in sRGB values as the editors' Normal mode
-    and the backend mix; the picture keeps the base's alpha, as the result layer keeps the source's."""
-    if (base.width, base.height) != (layer.width, layer.height):
-        raise ValueError(f"over: {base.describe()} and {layer.describe()} differ in size")
-    under = bytes(memoryview(to_rgba8(base).data).cast("B"))
-    top = bytes(memoryview(to_rgba8(layer).data).cast("B"))
-    out = bytearray(under)
-    alpha = top[3::4]
-    for run in _SOME.finditer(alpha):  # most of a layer is alpha 0 (the source shows) or 255: slices in C
-        s, e = 4 * run.start(), 4 * run.end()
-        out[s:e] = top[s:e]
-        out[s + 3:e:4] = under[s + 3:e:4]
-    for m in _PARTIAL.finditer(alpha):  # the soft edge: mixed pixel by pixel
-        i, a = 4 * m.start(), alpha[m.start()]
-        for c in range(i, i + 3):
-            out[c] = (under[c] * (255 - a) + top[c] * a + 127) // 255
-    return Image(base.width, base.height, bytes(out), "RGBA", "u8")
-
-
-_HALVES: dict[int, int] = {}
-
-
-def crossfade(a: Image, b: Image, weight_b: float) -> Image:
-    """(1 - weight_b) * a + weight_b * b for two same-sized RGBA u8 pictures.
-
-    Each byte becomes a 16-bit lane of one big integer, so the mix is two multiplications and an addition
-    on the whole picture, in C: a 256 px cross-fade takes about a millisecond, well inside a slider's frame."""
-    if (a.width, a.height, a.channels, a.depth) != (b.width, b.height, b.channels, b.depth) or a.depth != "u8":
-        raise ValueError(f"crossfade: {a.describe()} and {b.describe()} differ")
-    wb = min(256, max(0, round(weight_b * 256)))
-    if wb == 0:
-        return a
-    if wb == 256:
-        return b
-    n = memoryview(a.data).nbytes
-    lanes_a, lanes_b = bytearray(2 * n), bytearray(2 * n)
-    lanes_a[0::2] = memoryview(a.data).cast("B")
-    lanes_b[0::2] = memoryview(b.data).cast("B")
-    if n not in _HALVES:
-        _HALVES.clear()
-        _HALVES[n] = int.from_bytes(b"\x80\x00" * n, "little")  # +0.5 per lane: round, not floor
-    mixed = (int.from_bytes(lanes_a, "little") * (256 - wb) + int.from_bytes(lanes_b, "little") * wb
-             + _HALVES[n])  # a lane holds at most 255 * 256 + 128 < 65536: no carry into the next
-    return Image(a.width, a.height, mixed.to_bytes(2 * n, "little")[1::2], a.channels, "u8")
-
-
-# ---------------------------------------------------------------------------------------------- slider state
+# ---------------------------------------------------------------------------------------------- piider state
 
 def strength_key(strength: float) -> float:
     """The one spelling of a strength (the server keys its renders ahead the same way)."""
@@ -222,17 +116,27 @@ class StrengthPreview:
 class RenderSession:
     """One finished edit: its renders at the strengths the slider visits, and the full layers for Apply.
 
-    ``rerender(strength)`` starts a server job (the plug-in's `Client.rerender` on the edit's job); `poll()`
-    picks up what came back and asks for what the frame still needs, at most ``max_jobs`` at a time, and
-    cancels asks the slider has moved away from. Nothing here touches a document."""
+    Two ways to get a render. ``ready(strength)`` (the plug-in's ``Client.rerender(..., ready_only=True)``) looks
+    for one the idle server made ahead, answered at once and never queued, so the server's renders ahead go on;
+    the session looks at the grid strengths within ``reach`` steps of the slider, nearest first, again and again
+    (waits of `LOOK_AGAIN_S`) for `LOOK_FOR_S` after the slider last moved, so that the first drag finds them
+    here. ``rerender(strength)`` queues a real job: for the exact strength on release, and for everything when
+    the server cannot be looked at (no ``ready``, or a server that predates it). `poll()` takes in what came back.
+    Nothing here touches a document."""
 
     def __init__(self, rerender: Callable[[float], Any], source: Image, result: EditResult, strength: float,
-                 side: int = PREVIEW_SIDE, max_jobs: int = 2, keep_results: int = 6):
+                 side: int = PREVIEW_SIDE, max_jobs: int = 2, keep_results: int = 6,
+                 ready: Callable[[float], Any] | None = None, reach: int = 2,
+                 clock: Callable[[], float] = time.monotonic):
         self._rerender, self.side, self.max_jobs, self.keep_results = rerender, side, max_jobs, keep_results
+        self._ready, self.reach, self.clock = ready, reach, clock
         self.base = to_rgba8(shrink(source, side))
         self.view = StrengthPreview(strength)
         self.results: OrderedDict[float, EditResult] = OrderedDict()
         self.jobs: dict[float, Any] = {}
+        self.looks: dict[float, Any] = {}  # ready_only asks in flight
+        self._tries: dict[float, tuple[int, float]] = {}  # strength -> (looks that found nothing, next look at)
+        self._look_until = clock() + LOOK_FOR_S
         self.error = ""
         self.stale = False  # the server no longer holds this edit: only what is here can be shown or applied
         self.add(strength, result)
@@ -265,6 +169,7 @@ class RenderSession:
     def _retry(self) -> None:
         if not self.stale:
             self.error = ""  # a new position: try the server again
+        self._look_until = self.clock() + LOOK_FOR_S
         self.sync()
 
     def want(self, strength: float) -> None:
@@ -279,16 +184,37 @@ class RenderSession:
         except HairclipError as e:  # the server went away: say so, keep what is here
             self.error = e.message
 
+    def looking_for(self) -> list[float]:
+        """The grid strengths around the slider worth a look at the server's renders ahead, nearest first."""
+        if self._ready is None or self.stale or self.error or self.clock() > self._look_until:
+            return []
+        t, step = self.view.target, self.view.step
+        k = round(t / step)
+        lo, hi = STRENGTH_RANGE
+        grid = {strength_key(j * step) for j in range(k - self.reach, k + self.reach + 1)}
+        return sorted((s for s in grid if lo <= s <= hi and s not in self.view.pictures and s not in self.jobs),
+                      key=lambda s: (abs(s - t), s))
+
     def sync(self) -> None:
         wanted = [] if self.stale else self.view.wanted()
+        if self._ready is not None and self.view.dragging:
+            wanted = []  # while dragging, looks fetch the grid renders; a queued job would stop the renders ahead
         for s in [s for s in self.jobs if s not in wanted and s != self.view.target]:
             self.jobs.pop(s).cancel()
         for s in wanted:
             if s not in self.jobs and len(self.jobs) < self.max_jobs and not self.error:
                 self._ask(s)
+        now = self.clock()
+        for s in self.looking_for():
+            if s not in self.looks and self._tries.get(s, (0, now))[1] <= now:
+                try:
+                    self.looks[s] = self._ready(s)
+                except HairclipError as e:
+                    self.error = e.message
+                    break
 
     def poll(self) -> bool:
-        """Take in finished renders; True when the frame may have changed."""
+        """Take in finished renders and looks; True when the frame may have changed."""
         changed = False
         for s, job in list(self.jobs.items()):
             for ev in job.poll():
@@ -298,27 +224,60 @@ class RenderSession:
                     changed = True
                 elif isinstance(ev, HairclipError):
                     self.jobs.pop(s, None)
-                    if ev.code == "unknown_job":
-                        self.stale = True
-                        self.error = ("The server no longer holds this edit; its renders here can still be "
-                                      "applied. Generate it again to change the strength.")
-                    elif not isinstance(ev, Cancelled):
-                        self.error = ev.message
-                    changed = True
+                    changed |= self._failed(ev)
+        for s, look in list(self.looks.items()):
+            for ev in look.poll():
+                if isinstance(ev, EditResult):
+                    self.looks.pop(s, None)
+                    self._tries.pop(s, None)
+                    if s not in self.view.pictures:
+                        self.add(s, ev)
+                        changed = True
+                elif isinstance(ev, HairclipError):
+                    self.looks.pop(s, None)
+                    if isinstance(ev, NotReady):
+                        n = self._tries.get(s, (0, 0.0))[0]
+                        self._tries[s] = (n + 1, self.clock() + LOOK_AGAIN_S[min(n, len(LOOK_AGAIN_S) - 1)])
+                    elif ev.code == "unknown_field":  # a server from before ready_only: queue jobs, as it expects
+                        self._ready = None
+                    else:
+                        changed |= self._failed(ev)
         self.sync()
         return changed
 
+    def _failed(self, ev: HairclipError) -> bool:
+        if ev.code == "unknown_job":
+            self.stale = True
+            self.error = ("The server no longer holds this edit; its renders here can still be "
+                          "applied. Generate it again to change the strength.")
+        elif not isinstance(ev, Cancelled):
+            self.error = ev.message
+        return True
+
     @property
     def busy(self) -> bool:
+        """A real render is on its way (what a 'rendering...' line says)."""
         return bool(self.jobs)
+
+    @property
+    def pending(self) -> bool:
+        """Anything for `poll()` to do: renders or looks in flight, or strengths still to look at."""
+        return bool(self.jobs or self.looks or self.looking_for())
 
     def frame(self) -> Frame:
         return self.view.frame()
+
+    def rest(self) -> None:
+        """Stop looking until the slider moves again: a session the user left must not steer the server's
+        renders ahead away from the one in front of them."""
+        self.looks.clear()  # answered at once on the server: nothing there to cancel
+        self._look_until = -math.inf
 
     def cancel(self) -> None:
         for job in self.jobs.values():
             job.cancel()
         self.jobs.clear()
+        self.rest()
 
 
 # ---------------------------------------------------------------------------------------------- history

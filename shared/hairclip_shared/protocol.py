@@ -115,6 +115,12 @@ class ProtocolError(HairclipError):
     code = "protocol"
 
 
+class NotReady(HairclipError):
+    """A ``ready_only`` re-render: the server has not rendered that strength ahead (yet); nothing was queued."""
+
+    code = "not_ready"
+
+
 class BadImage(BadRequest):
     """Pixels that cannot be edited (NaN or infinite samples, a bad shape); the message names the layer."""
 
@@ -130,7 +136,7 @@ ERROR_CODES: dict[str, type[HairclipError]] = {
     "unknown_op": BadRequest, "bad_frames": BadRequest, "too_large": BadRequest,
     "unknown_job": BadRequest, "job_conflict": BadRequest, "bad_image": BadImage,
     "unsupported_version": ProtocolError, "protocol": ProtocolError,
-    "internal": JobFailed, "job_failed": JobFailed,
+    "internal": JobFailed, "job_failed": JobFailed, "not_ready": NotReady,
 }
 
 
@@ -236,7 +242,7 @@ REQUESTS: dict[str, tuple[dict[str, type], dict[str, type]]] = {
     "ping": ({}, {"req": str}),
     "echo": ({"req": str, "images": list}, {}),
     "edit": ({"job": str, "params": dict, "images": list}, {}),
-    "rerender": ({"job": str, "base": str, "strength": float}, {}),
+    "rerender": ({"job": str, "base": str, "strength": float}, {"ready_only": bool}),
     "cancel": ({"job": str}, {}),
 }
 COMMON = {"v": int, "op": str}
@@ -564,10 +570,14 @@ def _aligned_roles(roles: Any, images: dict[str, Image]) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class RerenderRequest:
-    """Re-render a finished edit at another strength from the engine's caches: no inversion, no encoding."""
+    """Re-render a finished edit at another strength from the engine's caches: no inversion, no encoding.
+
+    ``ready_only``: only a render the idle server already made ahead, answered at once without queueing a job
+    (so the renders ahead go on); otherwise the job ends with `NotReady`."""
 
     base: str
     strength: float
+    ready_only: bool = False
 
     def __post_init__(self) -> None:
         check_id(self.base, "The base job id")
