@@ -95,3 +95,22 @@ def test_hair_mask_at_other_sizes_follows_the_input(parser):
 def test_eval_parsing_is_deterministic(parser):
     img = _image(128, seed=4)
     assert torch.equal(parse(parser, img, size=None), parse(parser, img, size=None))
+
+
+def test_on_the_cpu_the_parser_runs_channels_last_with_the_same_logits_and_labels(parser):
+    """The CPU's faster layout (`hairclip bench models`: parser against parser-plain-layout) is a summation
+    order, not an approximation: the logits agree to float rounding and the labels exactly."""
+    img = F.adaptive_avg_pool2d(_image(256, seed=5), PARSE_SIZE)
+    seen = []
+    hook = parser.conv1.register_forward_pre_hook(lambda m, args: seen.append(args[0].is_contiguous()))
+    try:
+        with torch.no_grad():
+            fast = parser(img)
+            parser.channels_last = False
+            plain = parser(img)
+    finally:
+        parser.channels_last = None
+        hook.remove()
+    assert seen == [False, True]  # channels-last by default on the CPU, the plain layout when told
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
+    assert torch.equal(fast.argmax(1), plain.argmax(1))

@@ -26,6 +26,7 @@ CASES: dict[str, str] = {
     "mapper+text": "HairCLIP mapper with the CLIP text encode",
     "mapper+image": "HairCLIP mapper with the CLIP image encode of a 1024 reference",
     "parser": "face parser (U-Net), 512x512",
+    "parser-plain-layout": "the same parser kept channels-first (the CPU runs it channels-last)",
 }
 
 
@@ -73,8 +74,10 @@ def _build(name: str, device, plan) -> tuple[Callable[[], object], str]:
         if name == "mapper+text":
             return lambda: mapper.edit_offset(w, mapper.encode_text(tokens), None), clip_dtype
         return lambda: mapper.edit_offset(w, mapper.encode_image(image), None), clip_dtype
-    if name == "parser":
+    if name.startswith("parser"):
         parser = put(UNet(), "parser")
+        if name == "parser-plain-layout":
+            parser.channels_last = False
         x = torch.randn(1, 3, 512, 512, device=device, dtype=dtype(parser))
         return lambda: parser(x), dtype_of(parser)
     raise KeyError(name)
@@ -147,9 +150,9 @@ def run_models(names: list[str], device: str, repeat: int, warmup: int, precisio
 
 def _print_row(row: dict) -> None:
     if "error" in row:
-        print(f"{row['case']:<18} FAILED: {row['error'][0]}", flush=True)
+        print(f"{row['case']:<19} FAILED: {row['error'][0]}", flush=True)
         return
-    print(f"{row['case']:<18} {row['median_s'] * 1000:>10.1f} ms  (min {row['min_s'] * 1000:.1f}, "
+    print(f"{row['case']:<19} {row['median_s'] * 1000:>10.1f} ms  (min {row['min_s'] * 1000:.1f}, "
           f"n={row['repeat']})  peak {row['peak_kind']} {row['peak_mb']:>7.0f} MB   "
           f"{row['device']} {row['plan']} plan: {row['dtype']}, threads={row['threads']}", flush=True)
 
@@ -158,7 +161,8 @@ def _print_ratios(rows: list[dict]) -> None:
     by = {r["case"]: r for r in rows if "error" not in r}
     pairs = [("generator-ref-ops", "generator", "fast ops vs reference ops"),
              ("generator", "generator-stop256", "full 1024 vs a 256 preview"),
-             ("mapper+text", "mapper", "mapper with CLIP text vs cached embedding")]
+             ("mapper+text", "mapper", "mapper with CLIP text vs cached embedding"),
+             ("parser-plain-layout", "parser", "parser channels-first vs as it runs")]
     for slow, fast, what in pairs:
         if slow in by and fast in by:
             print(f"ratio {what}: {by[slow]['median_s'] / by[fast]['median_s']:.2f}x")
