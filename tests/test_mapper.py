@@ -205,3 +205,35 @@ def test_eval_forward_is_deterministic(mapper, w):
         a = mapper(w, tokens, ABSENT, ABSENT, _image())
         b = mapper(w, tokens, ABSENT, ABSENT, _image())
     assert torch.equal(a, b)
+
+
+def test_text_is_encoded_over_its_own_tokens_only_and_equals_clips_77_position_pass(mapper):
+    """CLIP's causal mask: the end-of-text embedding never sees the padding, so encode_text runs only up to the
+    longest prompt's end-of-text token; it must agree with CLIP's own pass (encode_text_ref) to float rounding,
+    prompts of different lengths in one batch included."""
+    tokens = M.tokenize(["afro hairstyle", "purple hair", "a long braided hairstyle with curls on the left side"])
+    seen = []
+    hook = mapper.clip_model.token_embedding.register_forward_hook(lambda m, args, out: seen.append(args[0].shape[1]))
+    try:
+        fast, ref = mapper.encode_text(tokens), mapper.encode_text_ref(tokens)
+        previous = M.use_reference_text(True)
+        try:
+            switched = mapper.encode_text(tokens)
+        finally:
+            M.use_reference_text(previous)
+    finally:
+        hook.remove()
+    assert seen == [int(tokens.argmax(-1).max()) + 1, 77, 77] and seen[0] < 20
+    torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-5)
+    assert torch.equal(switched, ref)
+
+
+def test_the_short_text_pass_follows_the_gpu_plans_clip_dtypes(mapper):
+    from hairclip.precision import PLANS
+
+    half = copy.deepcopy(mapper)
+    PLANS["gpu"].apply_clip(half.clip_model)  # forced on the CPU, as CI has no GPU
+    tokens = M.tokenize(["bob cut hairstyle"])
+    fast, ref = half.encode_text(tokens), half.encode_text_ref(tokens)
+    assert fast.dtype == ref.dtype == torch.float32
+    torch.testing.assert_close(fast, ref, rtol=1e-2, atol=1e-2)

@@ -24,6 +24,7 @@ CASES: dict[str, str] = {
     "e4e": "e4e encoder (IR-SE50), 256x256 -> W+",
     "mapper": "HairCLIP mapper, cached embeddings (no CLIP)",
     "mapper+text": "HairCLIP mapper with the CLIP text encode",
+    "mapper+text-ref": "the same with CLIP's own text pass over all 77 positions",
     "mapper+image": "HairCLIP mapper with the CLIP image encode of a 1024 reference",
     "parser": "face parser (U-Net), 512x512",
     "parser-plain-layout": "the same parser kept channels-first (the CPU runs it channels-last)",
@@ -73,6 +74,8 @@ def _build(name: str, device, plan) -> tuple[Callable[[], object], str]:
         clip_dtype = f"CLIP {dtype_of(mapper.clip_model)}, mapper {dtype_of(mapper.fine_mapping)}"
         if name == "mapper+text":
             return lambda: mapper.edit_offset(w, mapper.encode_text(tokens), None), clip_dtype
+        if name == "mapper+text-ref":
+            return lambda: mapper.edit_offset(w, mapper.encode_text_ref(tokens), None), clip_dtype
         return lambda: mapper.edit_offset(w, mapper.encode_image(image), None), clip_dtype
     if name.startswith("parser"):
         parser = put(UNet(), "parser")
@@ -162,7 +165,8 @@ def _print_ratios(rows: list[dict]) -> None:
     pairs = [("generator-ref-ops", "generator", "fast ops vs reference ops"),
              ("generator", "generator-stop256", "full 1024 vs a 256 preview"),
              ("mapper+text", "mapper", "mapper with CLIP text vs cached embedding"),
-             ("parser-plain-layout", "parser", "parser channels-first vs as it runs")]
+             ("parser-plain-layout", "parser", "parser channels-first vs as it runs"),
+             ("mapper+text-ref", "mapper+text", "CLIP's 77-position text pass vs the prompt's own tokens")]
     for slow, fast, what in pairs:
         if slow in by and fast in by:
             print(f"ratio {what}: {by[slow]['median_s'] / by[fast]['median_s']:.2f}x")

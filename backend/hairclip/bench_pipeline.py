@@ -149,7 +149,7 @@ def official_path_s(models, texts, repeat: int) -> float:
         with torch.inference_mode(), reference_ops():
             for _ in range(repeat):
                 t0 = time.perf_counter()
-                emb = mapper.encode_text(tokenize(hairstyle_text(next(texts))).to(w.device)).float()
+                emb = mapper.encode_text_ref(tokenize(hairstyle_text(next(texts))).to(w.device)).float()
                 synthesize(decoder, apply_offset(w, edit_offset(mapper, w, emb, None), 1.0))
                 times.append(time.perf_counter() - t0)
     finally:

@@ -128,6 +128,16 @@ class SubHairMapper(nn.Module):
         return x
 
 
+_reference_text = False  # tests and benchmarks: make encode_text run CLIP's own 77-position pass
+
+
+def use_reference_text(enabled: bool = True) -> bool:
+    """Make ``HairMapper.encode_text`` run `encode_text_ref`; returns the old setting."""
+    global _reference_text
+    previous, _reference_text = _reference_text, bool(enabled)
+    return previous
+
+
 class HairMapper(nn.Module):
     """HairCLIP's mapper: the W+ offset that gives a latent the hairstyle and colour of its conditions.
 
@@ -144,7 +154,27 @@ class HairMapper(nn.Module):
 
     @torch.no_grad()
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
-        """``[B, 77]`` tokens to ``[B, 512]`` float32 embeddings."""
+        """``[B, 77]`` tokens to ``[B, 512]`` float32 embeddings, running only the positions up to the last
+        end-of-text token: CLIP's causal mask keeps the embedding read there from ever seeing the padding after
+        it, so this is `encode_text_ref`'s sum without the padding's work (a prompt of a few words is 6-10 of
+        the 77 positions). Tests compare the two."""
+        if _reference_text:
+            return self.encode_text_ref(tokens)
+        m = self.clip_model
+        eot = tokens.argmax(dim=-1)  # the end-of-text token has the highest id
+        n = int(eot.max()) + 1
+        x = (m.token_embedding(tokens[:, :n]).type(m.dtype) + m.positional_embedding[:n].type(m.dtype)).permute(1, 0, 2)
+        for block in m.transformer.resblocks:
+            mask = None if block.attn_mask is None else block.attn_mask[:n, :n].to(dtype=x.dtype, device=x.device)
+            h = block.ln_1(x)
+            x = x + block.attn(h, h, h, need_weights=False, attn_mask=mask)[0]
+            x = x + block.mlp(block.ln_2(x))
+        x = m.ln_final(x.permute(1, 0, 2)).type(m.dtype)
+        return (x[torch.arange(x.shape[0]), eot] @ m.text_projection).float()
+
+    @torch.no_grad()
+    def encode_text_ref(self, tokens: torch.Tensor) -> torch.Tensor:
+        """CLIP's own ``encode_text``: all 77 positions, as the official code runs it."""
         return self.clip_model.encode_text(tokens).float()
 
     @torch.no_grad()
