@@ -69,7 +69,8 @@ def _build_models(device, precision: str, tiny: bool, seed: int = 0):
 
 
 def _full_edit(editor, photo, cond):
-    """An edit of a photo seen for the first time: nothing cached."""
+    """An edit of a photo seen for the first time: nothing cached (the per-photo crop, W+ and masks neither)."""
+    editor.photo_cache.clear()
     editor.inverter.cache.clear()
     editor.conditions.text_cache.clear()
     editor.face_cache.clear()
