@@ -8,9 +8,10 @@ widths (only CLIP is tiny), and the outputs are compared. Nothing official is im
 Tolerance: every float is compared at 1e-5 (relative and absolute). With one thread, as the data were made,
 e4e, the parser, CLIP's embeddings (CLIP's own 77-position text pass, `encode_text_ref`; the product's pass
 over the prompt's tokens only is 4e-7 from it), the mapping MLP and the generator on its reference ops
-reproduce them bit for bit here; but a convolution's summation order depends on the thread count and the CPU's kernels, so the
-stored numbers are not asserted bit for bit (2 threads: at most 7e-6 apart, on outputs of up to 7). The hair
-mask is an argmax: it must be equal except where the hair logit ties the best other class within 1e-5.
+reproduce them bit for bit here; but a convolution's summation order depends on the thread count and the
+CPU's kernels, so the stored numbers are not asserted bit for bit (2 threads: at most 7e-6 apart, on outputs
+of up to 7). The hair mask is an argmax: it must be equal except where the hair logit ties the best other
+class within 1e-5.
 """
 
 from __future__ import annotations
