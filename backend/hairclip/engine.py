@@ -69,8 +69,7 @@ class PipelineEngine:
                                   first_picture=first_picture if request.preview else None)
         with self._lock:
             self._ahead.clear()  # a new edit: the slider renders of the old one are no longer wanted
-            self._remember(ctx.job_id, photo.copy(), result, request.out_channels, request.out_depth)
-            self._root[ctx.job_id] = ctx.job_id
+            self._remember(ctx.job_id, ctx.job_id, photo.copy(), result, request.out_channels, request.out_depth)
             self._plan_ahead(ctx.job_id, result.strength)
         return self._wire(result, request.out_channels, request.out_depth, request.return_aligned)
 
@@ -84,8 +83,7 @@ class PipelineEngine:
         else:
             result = self.editor.rerender(photo, previous, request.strength, progress=ctx.progress)
         with self._lock:
-            self._remember(ctx.job_id, photo, result, channels, depth)
-            self._root[ctx.job_id] = root
+            self._remember(ctx.job_id, root, photo, result, channels, depth)
             self._plan_ahead(root, request.strength)
         return self._wire(result, channels, depth, False)
 
@@ -103,8 +101,7 @@ class PipelineEngine:
                     self._plan_ahead(root, request.strength, include=True)
                 return None
             self.ahead_stats["used"] += 1
-            self._remember(job_id, photo, result, channels, depth)
-            self._root[job_id] = root
+            self._remember(job_id, root, photo, result, channels, depth)
         return self._wire(result, channels, depth, False)
 
     def _base(self, job: str) -> tuple[np.ndarray, EditResult, str, str]:
@@ -160,10 +157,13 @@ class PipelineEngine:
             self.ahead_stats["rendered"] += 1
             return bool(self._plan)
 
-    def _remember(self, job: str, photo: np.ndarray, result: EditResult, channels: str, depth: str) -> None:
-        """Keep a finished job; an edit's photo is a copy (the frame buffer goes away), a re-render shares it."""
+    def _remember(self, job: str, root: str, photo: np.ndarray, result: EditResult, channels: str,
+                  depth: str) -> None:
+        """Keep a finished job and the edit it re-renders (``root``, itself for an edit); an edit's photo is a
+        copy (the frame buffer goes away), a re-render shares it."""
         with self._lock:
             self._jobs[job] = (photo, result, channels, depth)
+            self._root[job] = root
             while len(self._jobs) > self.keep_jobs:
                 self._root.pop(self._jobs.popitem(last=False)[0], None)
 

@@ -68,6 +68,7 @@ class LiveModel(Observed):
         self._apply_when_ready: HistoryEntry | None = None
         self.error, self.note = "", ""
         self._listeners: list[Callable[[], None]] = []
+
     @property
     def settings(self) -> EditSettings:
         return self.store.load()

@@ -59,6 +59,7 @@ class EditModel(Observed):
         self.warning = ""  # the last edit left hair outside the face crop (editing.result_warning)
         self._listeners: list[Callable[[], None]] = []
         self._rerender_token = 0
+
     @property
     def presets(self) -> tuple[list[str], list[str]]:
         return presets(self.connection.info)
